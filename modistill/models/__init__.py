@@ -1,0 +1,1 @@
+"""modistill.models"""
