@@ -1,0 +1,29 @@
+"""`modistill robustness RUN_DIR`: the step-2 teacher under depth noise and void depth (paper Table 3)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import setup_logging
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a run folder written by `modistill train` (steps 2 and 4 finished)")
+    parser.add_argument("--sigma2", type=float, nargs="+", default=None,
+                        help="noise variances (default: the paper's 0 1e-3 1e-2 1e-1 1 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging()
+    from modistill.recipes.robustness import run_robustness
+
+    res = run_robustness(args.run_dir, args.sigma2, seed=args.seed)
+    print("sigma^2      accuracy")
+    for s, a in zip(res["sigma2"], res["accuracy"]):
+        print(f"{s:<12g} {100 * a:6.2f}%")
+    print(f"{'void':<12s} {100 * res['void']:6.2f}%")
+    if res["rgb_final"] is not None:
+        print(f"{'RGB final':<12s} {100 * res['rgb_final']:6.2f}%")
+    return 0

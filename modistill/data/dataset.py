@@ -1,0 +1,241 @@
+"""`CachedClipDataset`: the torch Dataset over a prepared cache (see `modistill.data.cache`).
+
+An item is ``{"rgb": (T, 3, S, S) float32, "depth": (T, 3, S, S) float32, "label": int64 scalar tensor,
+"sample": str, "index": int}`` (one key per requested modality). Choices, with their sources:
+
+- Frames: ``T`` (default 5, REF §3) indices among the ``F`` frames kept in the cache, by
+  `modistill.data.sampling.sample_indices`: ``"train"`` mode in training (the released code's even/random mix,
+  REF §4), ``"even"`` otherwise; the SAME indices for every modality of a sample (REF §4).
+- Flip: training only, one horizontal flip with p = 0.5 shared by all modalities (`sampling.maybe_flip`, REF §4;
+  flow modalities also negate x).
+- Normalisation: plain ``(x / 255 - mean) / std`` with the ImageNet mean/std (torchvision's values) for RGB and
+  for the encoded depth too, since the depth stream is ImageNet-initialised (REF §4). No clipping: REF §4 notes
+  that a clipped mean subtraction once kept an RGB stream from learning. Flow uses mean = std = 0.5.
+- Determinism: the randomness of item ``i`` comes from ``np.random.default_rng([seed, epoch, i])``, so it does
+  not depend on DataLoader workers or on the order items are read; call ``set_epoch(e)`` before each epoch
+  (a resumed run then sees exactly the samples/augmentations of an uninterrupted one). With
+  ``persistent_workers=True`` the workers keep the dataset copy they started with, so use non-persistent
+  workers (the default) or recreate the loader after ``set_epoch``.
+- ``clips_per_video=C`` (evaluation): each video yields C items, clip ``c`` taking the frames
+  ``floor((j + (c + 0.5) / C) * F / T)``, j = 0..T-1 (C evenly offset copies of the "even" sampling; C = 1 is
+  exactly "even"). Items of one video are consecutive (``index // C`` is the video) and share ``"sample"``, so
+  an evaluator can average their logits per sample. In training mode every clip is sampled at random anyway.
+- Splits: ``split`` in "train"/"val"/"test" applies the NTU protocol (`ntu.split_with_validation`, including the
+  paper's validation rules) to the names listed in ``<cache>/samples.txt`` (all source samples, written by
+  `modistill prepare`), so a failed sample never shifts the cross-view validation draw. A split sample that is
+  not in the cache is an error (``on_missing="error"``) or skipped with a warning (``"skip"``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import cache as C
+from .ntu import PROTOCOLS, split_with_validation
+from .sampling import maybe_flip, sample_indices
+
+# torchvision's ImageNet statistics (RGB order).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SPLITS = ("train", "val", "test")
+
+
+def _norm_stats(modality: str, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if modality.startswith("flow"):
+        mean, std = [0.5] * channels, [0.5] * channels
+    elif channels == 3:
+        mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+    else:
+        raise ValueError(f"modality {modality!r}: no normalisation defined for {channels} channels")
+    return torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+
+
+def clip_indices(num_frames: int, k: int, clip: int, clips: int) -> np.ndarray:
+    """Evaluation indices of clip ``clip`` of ``clips``: ``floor((j + (clip + 0.5) / clips) * N / k)``, (k,) int64.
+
+    ``clips == 1`` equals `sample_indices(N, k, "even")`.
+    """
+    if not 0 <= clip < clips:
+        raise ValueError(f"clip must be in [0, {clips}), got {clip}")
+    j = np.arange(k, dtype=np.float64)
+    idx = np.floor((j + (clip + 0.5) / clips) * num_frames / k).astype(np.int64)
+    return np.minimum(idx, num_frames - 1)
+
+
+class CachedClipDataset(Dataset):
+    """Clips of ``frames`` frames from a prepared cache.
+
+    Args:
+        root: the cache folder (``cache_config.json``, ``index*.jsonl``, ``<modality>/<sample>.npy``).
+        split: "train" | "val" | "test" under ``protocol``, or None for every cached sample.
+        protocol: NTU protocol ("xsub", "xview", "xsub120", "xset120"; `modistill.data.ntu`).
+        frames: T, frames per clip.
+        train: training mode (random "train" sampling + shared flip) or evaluation (deterministic).
+        modalities: batch keys to load, each a cached modality.
+        seed: base seed of the per-item generators.
+        clips_per_video: evaluation clips per video (see module docstring).
+        samples: an explicit list of sample names (instead of ``split``), e.g. for users' own splits.
+        sampling: override the frame sampling mode (default "train" when training, else "even").
+        flip_p: flip probability in training (0 disables).
+        on_missing: "error" | "skip" for split samples absent from the cache.
+        check_files: verify at construction that every array file exists (a clear error instead of a failure
+            in a DataLoader worker mid-epoch).
+
+    Attributes: ``num_classes``; ``labels`` (per item, ``len(labels) == len(self)``); ``records`` (the index
+    records of the videos); ``samples`` (video names); ``config`` (`CacheConfig`).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str | None = None,
+        protocol: str = "xsub",
+        frames: int = 5,
+        train: bool = False,
+        modalities: Sequence[str] = ("rgb", "depth"),
+        seed: int = 0,
+        *,
+        clips_per_video: int = 1,
+        samples: Sequence[str] | None = None,
+        sampling: str | None = None,
+        flip_p: float = 0.5,
+        on_missing: str = "error",
+        check_files: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        self.config = C.load_config(self.root)
+        self.modalities = tuple(modalities)
+        unknown = [m for m in self.modalities if m not in self.config.modalities]
+        if unknown:
+            raise C.CacheError(
+                f"{self.root / C.CONFIG_NAME}: modalities {unknown} are not in this cache "
+                f"(it holds {list(self.config.modalities)})"
+            )
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        if on_missing not in ("error", "skip"):
+            raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
+        if frames < 1 or clips_per_video < 1:
+            raise ValueError(f"frames and clips_per_video must be >= 1, got {frames}, {clips_per_video}")
+        self.frames, self.train, self.seed = int(frames), bool(train), int(seed)
+        self.clips_per_video = int(clips_per_video)
+        self.sampling = sampling or ("train" if train else "even")
+        self.flip_p = float(flip_p) if train else 0.0
+        self.protocol, self.split = protocol, split
+        self.epoch = 0
+
+        by_name = {r["name"]: r for r in C.read_index(self.root)}
+        wanted = self._wanted(by_name, split, protocol, samples)
+        absent = [n for n in wanted if n not in by_name]
+        if absent:
+            msg = (
+                f"{self.root}: {len(absent)} of {len(wanted)} samples of split {split!r} are not in the cache "
+                f"(first: {', '.join(absent[:5])}); see {self.root}/failures*.jsonl or re-run `modistill prepare`"
+            )
+            if on_missing == "error":
+                raise C.CacheError(msg + "; pass on_missing='skip' to train without them")
+            warnings.warn(msg + "; skipping them", stacklevel=2)
+        self.records: list[dict[str, Any]] = [by_name[n] for n in wanted if n in by_name]
+        if not self.records:
+            raise C.CacheError(f"{self.root}: split {split!r} of protocol {protocol!r} has no cached samples")
+        if check_files:
+            for rec in self.records:
+                for m in self.modalities:
+                    if not C.array_path(self.root, m, rec["name"]).is_file():
+                        raise C.CacheError(
+                            f"{C.array_path(self.root, m, rec['name'])}: cached {m} array of sample "
+                            f"{rec['name']} is missing although the index lists it (re-run `modistill prepare`)"
+                        )
+        self.samples = [r["name"] for r in self.records]
+        labels = [int(r["label"]) for r in self.records]
+        self.num_classes = int(self.config.num_classes or (max(labels) + 1))
+        self.labels = [lab for lab in labels for _ in range(self.clips_per_video)]
+        self._stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _wanted(
+        self, by_name: dict[str, dict], split: str | None, protocol: str, samples: Sequence[str] | None
+    ) -> list[str]:
+        if samples is not None:
+            return list(samples)
+        if split is None:
+            return sorted(by_name)
+        listed = self.root / C.SAMPLES_NAME
+        names = C.read_sample_list(self.root) if listed.is_file() else sorted(by_name)
+        try:
+            return split_with_validation(names, protocol)[split]
+        except ValueError as exc:
+            raise ValueError(
+                f"{self.root}: cannot split by NTU protocol {protocol!r} ({exc}); "
+                "pass samples=[...] for data without NTU names"
+            ) from exc
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random frames/flips ``__getitem__`` returns (see module docstring)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.records) * self.clips_per_video
+
+    def item_indices(self, index: int) -> tuple[np.ndarray, bool]:
+        """The cached-frame indices ``(T,)`` and the flip decision of item ``index`` at the current epoch."""
+        idx, rng = self._draw(index)
+        # maybe_flip draws exactly one rng.random() for its decision; replay it.
+        return idx, self.flip_p > 0 and bool(rng.random() < self.flip_p)
+
+    def _draw(self, index: int) -> tuple[np.ndarray, np.random.Generator]:
+        rec = self.records[index // self.clips_per_video]
+        n = int(rec["frames"])
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.train or self.sampling != "even":
+            idx = sample_indices(n, self.frames, self.sampling, rng)
+        else:
+            idx = clip_indices(n, self.frames, index % self.clips_per_video, self.clips_per_video)
+        return idx, rng
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        rec = self.records[index // self.clips_per_video]
+        idx, rng = self._draw(index)
+        arrays = {}
+        for m in self.modalities:
+            arr = C.load_array(self.root, m, rec["name"], mmap=True)
+            if arr.shape[0] != rec["frames"]:
+                raise C.CacheError(
+                    f"{C.array_path(self.root, m, rec['name'])}: {arr.shape[0]} frames, index says {rec['frames']}"
+                )
+            arrays[m] = np.ascontiguousarray(arr[idx])  # (T, S, S, C) uint8, read from the mmap
+        if self.flip_p > 0:
+            flows = [m for m in arrays if m.startswith("flow")]
+            arrays = maybe_flip(arrays, rng, p=self.flip_p, flow_keys=flows)
+        item: dict[str, Any] = {}
+        for m, a in arrays.items():
+            x = torch.from_numpy(a).permute(0, 3, 1, 2).float().div_(255.0)  # (T, C, S, S)
+            if m not in self._stats:
+                self._stats[m] = _norm_stats(m, x.shape[1])
+            mean, std = self._stats[m]
+            item[m] = (x - mean) / std
+        item["label"] = torch.tensor(int(rec["label"]), dtype=torch.int64)
+        item["sample"] = rec["name"]
+        item["index"] = int(index)
+        return item
+
+
+def denormalize(x: torch.Tensor, modality: str = "rgb") -> torch.Tensor:
+    """Invert the normalisation: ``(..., C, H, W)`` float -> values in [0, 1] (for display and tests)."""
+    mean, std = _norm_stats(modality, x.shape[-3])
+    shape = (1,) * (x.dim() - 3) + (-1, 1, 1)
+    return x * std.view(shape) + mean.view(shape)
+
+
+__all__ = ["CachedClipDataset", "IMAGENET_MEAN", "IMAGENET_STD", "clip_indices", "denormalize"]

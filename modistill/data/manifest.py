@@ -1,0 +1,272 @@
+"""A generic sample manifest (CSV or JSONL) for NTU and users' own RGB-D data.
+
+Columns / keys: ``sample`` (unique id), ``rgb`` (video path), ``depth`` (folder of ``MDepth-%08d.png`` or a
+depth video; may be empty for RGB-only/flow data), ``skeleton`` (optional NTU ``.skeleton``), ``label``
+(int, 0-based), ``subject``, ``view`` (camera), ``setup`` (optional). Relative paths are resolved against the
+manifest's folder. The format is chosen by suffix: ``.csv`` or ``.jsonl``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .ntu import parse_sample_name, read_missing_list
+
+__all__ = [
+    "ManifestEntry",
+    "ManifestError",
+    "MANIFEST_FIELDS",
+    "read_manifest",
+    "write_manifest",
+    "ntu_manifest",
+]
+
+MANIFEST_FIELDS: tuple[str, ...] = ("sample", "rgb", "depth", "skeleton", "label", "subject", "view", "setup")
+_REQUIRED = ("sample", "rgb", "label", "subject", "view")
+
+
+class ManifestError(ValueError):
+    """A manifest is malformed; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One sample. Paths are absolute after reading; ``subject``/``view``/``setup`` are ints when the text
+    is an integer (NTU), else strings (users' own ids)."""
+
+    sample: str
+    rgb: Path
+    depth: Path | None
+    label: int
+    subject: int | str
+    view: int | str
+    skeleton: Path | None = None
+    setup: int | str | None = None
+
+
+def _id(v: object) -> int | str:
+    s = str(v).strip()
+    try:
+        return int(s)
+    except ValueError:
+        return s
+
+
+def _entry(raw: dict, base: Path, where: str) -> ManifestEntry:
+    unknown = set(raw) - set(MANIFEST_FIELDS)
+    if unknown:
+        raise ManifestError(
+            f"{where}: unknown field(s) {sorted(unknown)}; allowed: {', '.join(MANIFEST_FIELDS)}"
+        )
+    for k in _REQUIRED:
+        if raw.get(k) is None or str(raw[k]).strip() == "":
+            raise ManifestError(f"{where}: required field {k!r} is missing or empty")
+    label_raw = raw["label"]
+    if isinstance(label_raw, bool):
+        raise ManifestError(f"{where}: label must be an integer >= 0, got {label_raw!r}")
+    try:
+        label = int(str(label_raw).strip())
+    except ValueError:
+        raise ManifestError(f"{where}: label must be an integer >= 0, got {label_raw!r}") from None
+    if label < 0:
+        raise ManifestError(f"{where}: label must be 0-based (>= 0), got {label}")
+
+    def path(k: str) -> Path | None:
+        v = raw.get(k)
+        if v is None or str(v).strip() == "":
+            return None
+        p = Path(os.path.expanduser(str(v).strip()))
+        return p if p.is_absolute() else base / p
+
+    setup = raw.get("setup")
+    return ManifestEntry(
+        sample=str(raw["sample"]).strip(),
+        rgb=path("rgb"),  # type: ignore[arg-type]  # required, checked above
+        depth=path("depth"),
+        skeleton=path("skeleton"),
+        label=label,
+        subject=_id(raw["subject"]),
+        view=_id(raw["view"]),
+        setup=None if setup is None or str(setup).strip() == "" else _id(setup),
+    )
+
+
+def _format(path: Path) -> str:
+    suf = path.suffix.lower()
+    if suf == ".csv":
+        return "csv"
+    if suf in (".jsonl", ".ndjson"):
+        return "jsonl"
+    raise ManifestError(f"{path}: unknown manifest format {suf!r}; use .csv or .jsonl")
+
+
+def read_manifest(path: str | Path, *, check_files: bool = False) -> list[ManifestEntry]:
+    """Read a CSV (header row required) or JSONL (one object per line) manifest.
+
+    Errors (``ManifestError``) name the file and line: unknown or missing fields, a non-integer or negative
+    label, duplicate sample ids, malformed JSON; with ``check_files=True`` also missing rgb/depth/skeleton.
+    """
+    path = Path(path)
+    fmt = _format(path)
+    base = path.resolve().parent
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read manifest ({e})") from e
+    rows: list[tuple[int, dict]] = []
+    if fmt == "csv":
+        reader = csv.reader(io.StringIO(text))
+        header: list[str] | None = None
+        for row in reader:
+            lineno = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            if header is None:
+                header = [c.strip() for c in row]
+                if "sample" not in header:
+                    raise ManifestError(f"{path}:{lineno}: the first row must be a header naming the columns")
+                continue
+            if len(row) != len(header):
+                raise ManifestError(f"{path}:{lineno}: {len(row)} values for {len(header)} header columns")
+            rows.append((lineno, dict(zip(header, row))))
+    else:
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ManifestError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise ManifestError(f"{path}:{lineno}: each line must be a JSON object")
+            rows.append((lineno, obj))
+    out: list[ManifestEntry] = []
+    seen: dict[str, int] = {}
+    for lineno, raw in rows:
+        where = f"{path}:{lineno}"
+        e = _entry(raw, base, where)
+        if e.sample in seen:
+            raise ManifestError(f"{where}: duplicate sample id {e.sample!r} (first on line {seen[e.sample]})")
+        seen[e.sample] = lineno
+        if check_files:
+            for k in ("rgb", "depth", "skeleton"):
+                p = getattr(e, k)
+                if p is not None and not p.exists():
+                    raise ManifestError(f"{where}: {k} path {p} does not exist")
+        out.append(e)
+    return out
+
+
+def write_manifest(path: str | Path, entries: Iterable[ManifestEntry], *, relative: bool = True) -> None:
+    """Write entries as CSV or JSONL (by suffix); paths below the manifest's folder are written relative
+    to it when ``relative`` (so the dataset folder can be moved with its manifest)."""
+    path = Path(path)
+    fmt = _format(path)
+    base = path.resolve().parent
+
+    def ps(p: Path | None) -> str:
+        if p is None:
+            return ""
+        p = Path(p)
+        if relative and p.resolve().is_relative_to(base):
+            return p.resolve().relative_to(base).as_posix()
+        return str(p)
+
+    recs = []
+    for e in entries:
+        recs.append(
+            {
+                "sample": e.sample,
+                "rgb": ps(e.rgb),
+                "depth": ps(e.depth),
+                "skeleton": ps(e.skeleton),
+                "label": int(e.label),
+                "subject": e.subject,
+                "view": e.view,
+                "setup": "" if e.setup is None else e.setup,
+            }
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        if fmt == "csv":
+            w = csv.DictWriter(fh, fieldnames=list(MANIFEST_FIELDS), lineterminator="\n")
+            w.writeheader()
+            w.writerows(recs)
+        else:
+            for r in recs:
+                r = {k: v for k, v in r.items() if v != ""}
+                fh.write(json.dumps(r) + "\n")
+    os.replace(tmp, path)
+
+
+def ntu_manifest(
+    root: str | Path,
+    names: Iterable[str] | None = None,
+    missing_list: str | Path | Iterable[str] | None = None,
+    *,
+    on_missing: str = "error",
+) -> list[ManifestEntry]:
+    """Build a manifest from the NTU layout under ``root`` (docs/ARCHITECTURE.md "On-disk layouts").
+
+    ``names=None`` discovers samples from ``nturgb+d_rgb/*_rgb.avi`` and ``nturgb+d_depth_masked/*/``.
+    A sample lacking its RGB video or depth folder is an error (``on_missing="error"``) or left out
+    (``"skip"``). ``skeleton`` is set when the file exists and the sample is not in ``missing_list`` (a path
+    to an official list or a set of names); label = action - 1, subject = performer, view = camera.
+    """
+    root = Path(root)
+    rgb_dir, depth_dir, sk_dir = (
+        root / "nturgb+d_rgb",
+        root / "nturgb+d_depth_masked",
+        root / "nturgb+d_skeletons",
+    )
+    if on_missing not in ("error", "skip"):
+        raise ValueError(f"ntu_manifest: on_missing must be 'error' or 'skip', got {on_missing!r}")
+    if names is None:
+        if not rgb_dir.is_dir() and not depth_dir.is_dir():
+            raise ManifestError(f"{root}: no nturgb+d_rgb/ or nturgb+d_depth_masked/ folder, not an NTU root")
+        found: set[str] = set()
+        if rgb_dir.is_dir():
+            found |= {p.name[: -len("_rgb.avi")] for p in rgb_dir.glob("*_rgb.avi")}
+        if depth_dir.is_dir():
+            found |= {p.name for p in depth_dir.iterdir() if p.is_dir()}
+        names = sorted(found)
+    if missing_list is None:
+        missing: set[str] = set()
+    elif isinstance(missing_list, str | Path):
+        missing = read_missing_list(missing_list)
+    else:
+        missing = set(missing_list)
+    out: list[ManifestEntry] = []
+    for raw in names:
+        n = parse_sample_name(raw)
+        s = str(n)
+        rgb, depth, sk = rgb_dir / f"{s}_rgb.avi", depth_dir / s, sk_dir / f"{s}.skeleton"
+        lacking = [
+            what for what, p, ok in (("RGB", rgb, rgb.is_file()), ("depth", depth, depth.is_dir())) if not ok
+        ]
+        if lacking:
+            if on_missing == "error":
+                raise ManifestError(
+                    f"{root}: sample {s} has no {' or '.join(lacking)} data (expected {rgb} and {depth}/)"
+                )
+            continue
+        out.append(
+            ManifestEntry(
+                sample=s,
+                rgb=rgb,
+                depth=depth,
+                skeleton=sk if sk.is_file() and s not in missing else None,
+                label=n.label,
+                subject=n.subject,
+                view=n.camera,
+                setup=n.setup,
+            )
+        )
+    return out

@@ -1,0 +1,314 @@
+"""One sample of `modistill prepare`: skeleton -> alignment -> frames -> decode -> crop -> encode -> write.
+
+See `modistill.data.prepare` for the job around it (sources, workers, resume, shards, failures file).
+Pipeline per sample (a `ManifestEntry`):
+
+1. skeleton -> `fit_alignment` (Garcia et al. 2018 supplement §2). Samples on the official missing-skeleton
+   list, without a skeleton file, with 0 bodies or too few tracked joints need a *fallback*: `prepare_sample`
+   returns the reason, and the job re-runs them with the median alignment of their (setup, camera) group
+   (`AlignmentTable`), recorded as method "fallback" with the reason as a warning. A truncated or malformed
+   .skeleton file is a failure (it signals a damaged download), not a fallback.
+2. frame counts of rgb / depth / skeleton reconciled (`reconcile_frame_counts`): a mismatch is a warning in
+   the index and the common range is used.
+3. F evenly spaced source frames (`sample_indices(n, F, "even")`), decoded once (PyAV stops after the last).
+4. `crop_aligned` to S x S (depth cropped raw with nearest sampling, then encoded: no invented mixed depths).
+5. arrays written atomically; the caller appends the returned index record (see `modistill.data.cache`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import cache as C
+from .align import Alignment, AlignmentError, crop_aligned, fit_alignment, reconcile_frame_counts
+from .depth import (
+    KINECT_FAR_MM,
+    KINECT_NEAR_MM,
+    DepthReadError,
+    depth_frame_count,
+    encode_depth,
+    read_depth_frames,
+)
+from .manifest import ManifestEntry
+from .ntu import parse_sample_name
+from .sampling import sample_indices
+from .skeleton import Skeleton, SkeletonFormatError, read_skeleton
+from .video import VideoReadError, read_video_frames, video_frame_count
+
+EXIT_FAILURES = 3
+ALIGNMENTS = ("skeleton", "registered")
+
+
+class PrepareError(RuntimeError):
+    """The job cannot start (bad source, incompatible existing cache); the message says what to change."""
+
+
+class SampleFailure(Exception):
+    """One sample cannot be prepared; ``stage`` is where it failed, the message names the file."""
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """What each sample is turned into (all of it is recorded in ``cache_config.json``).
+
+    ``alignment="skeleton"``: NTU-style fit from the joints' colour/depth pixel coordinates (+ fallback);
+    ``"registered"``: the depth frame already covers the RGB field of view (users' own registered RGB-D), so
+    it is stretched over the whole RGB frame and no skeleton is needed.
+    """
+
+    size: int = 112
+    frames: int = 16
+    depth_encoding: str = "jet"
+    near_mm: float = KINECT_NEAR_MM
+    far_mm: float = KINECT_FAR_MM
+    modalities: tuple[str, ...] = ("rgb", "depth")
+    alignment: str = "skeleton"
+    keep_aspect: bool = False
+
+    def cache_config(self, source: str, num_classes: int | None) -> C.CacheConfig:
+        return C.CacheConfig(
+            size=self.size,
+            frames=self.frames,
+            depth_encoding=self.depth_encoding,
+            depth_near_mm=float(self.near_mm),
+            depth_far_mm=float(self.far_mm),
+            modalities=tuple(self.modalities),
+            source=source,
+            num_classes=num_classes,
+            extra={"alignment": self.alignment, "keep_aspect": self.keep_aspect},
+        )
+
+
+# ------------------------------------------------------------------------------------- fallback alignment
+
+
+def group_key(entry: ManifestEntry) -> str:
+    """The fallback group of a sample: ``"<setup>|<view>"`` (NTU: setup and camera)."""
+    return f"{entry.setup}|{entry.view}"
+
+
+class AlignmentTable:
+    """Median skeleton-fitted alignment per (setup, view) group, with the median over all as last resort.
+
+    Same rule as `modistill.data.align.FallbackTable`, keyed by the manifest's setup/view fields instead of
+    parsed NTU names, so users' own data with free-form ids works too.
+    """
+
+    def __init__(self, rows: dict[str, list[list[float]]] | None = None) -> None:
+        self.rows: dict[str, list[list[float]]] = rows or {}
+
+    def add(self, key: str, a: Alignment) -> None:
+        self.rows.setdefault(key, []).append([float(a.scale), float(a.tx), float(a.ty)])
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.rows.values())
+
+    def get(self, entry: ManifestEntry, reason: str) -> Alignment:
+        key = group_key(entry)
+        rows, where = self.rows.get(key), f"group setup|view={key}"
+        if not rows:
+            rows, where = [r for v in self.rows.values() for r in v], "all samples (no fit in its group)"
+        if not rows:
+            raise SampleFailure(
+                "align",
+                f"{entry.sample}: {reason}, and no sample of the source has a usable skeleton to borrow an "
+                "alignment from (use --alignment registered for pre-registered RGB-D)",
+            )
+        s, tx, ty = (float(v) for v in np.median(np.asarray(rows), axis=0))
+        return Alignment(
+            scale=s, tx=tx, ty=ty, method="fallback", note=f"median of {len(rows)} fits, {where}"
+        )
+
+
+def _fit_worker(entry: ManifestEntry) -> tuple[str, list[float] | None]:
+    try:
+        sk = read_skeleton(entry.skeleton)  # type: ignore[arg-type]
+        a = fit_alignment(sk)
+    except (OSError, SkeletonFormatError, AlignmentError, ValueError):
+        return group_key(entry), None  # failures are reported when the sample itself is processed
+    return group_key(entry), [a.scale, a.tx, a.ty]
+
+
+# ------------------------------------------------------------------------------------------- one sample
+
+
+def _record_base(entry: ManifestEntry) -> dict[str, Any]:
+    try:
+        n = parse_sample_name(entry.sample)
+        action, replication = n.action, n.replication
+    except ValueError:
+        action, replication = None, None
+    return {
+        "name": entry.sample,
+        "label": int(entry.label),
+        "action": action,
+        "subject": entry.subject,
+        "camera": entry.view,
+        "setup": entry.setup,
+        "replication": replication,
+        "split": None,
+    }
+
+
+def _alignment_of(
+    entry: ManifestEntry, opts: PrepareOptions, missing: frozenset[str]
+) -> tuple[Skeleton | None, Alignment | None, str | None]:
+    """(skeleton or None, fitted alignment or None, reason a fallback is needed or None)."""
+    if opts.alignment == "registered":
+        return None, Alignment(scale=1.0, tx=0.0, ty=0.0, method="registered"), None
+    if entry.sample in missing:
+        return None, None, "on the official missing-skeleton list"
+    if entry.skeleton is None:
+        return None, None, "no skeleton file"
+    if not Path(entry.skeleton).is_file():
+        raise SampleFailure("skeleton", f"{entry.skeleton}: skeleton file not found")
+    try:
+        sk = read_skeleton(entry.skeleton)
+    except SkeletonFormatError as exc:
+        raise SampleFailure("skeleton", str(exc)) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SampleFailure("skeleton", f"{entry.skeleton}: unreadable skeleton file ({exc})") from exc
+    if sk.num_bodies == 0:
+        return sk, None, f"{entry.skeleton.name}: 0 bodies in the skeleton file"
+    try:
+        return sk, fit_alignment(sk), None
+    except AlignmentError as exc:
+        return sk, None, f"skeleton fit failed ({exc})"
+
+
+def _frame_counts(entry: ManifestEntry, opts: PrepareOptions, sk: Skeleton | None) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    try:
+        counts["rgb"] = video_frame_count(entry.rgb)
+    except (FileNotFoundError, VideoReadError) as exc:
+        raise SampleFailure("rgb", str(exc)) from exc
+    if counts["rgb"] < 1:
+        raise SampleFailure("rgb", f"{entry.rgb}: the video has no frames")
+    if "depth" in opts.modalities:
+        if entry.depth is None:
+            raise SampleFailure("depth", f"{entry.sample}: no depth folder given (manifest 'depth' is empty)")
+        if not Path(entry.depth).is_dir():
+            raise SampleFailure("depth", f"{entry.depth}: depth folder not found")
+        try:
+            counts["depth"] = depth_frame_count(entry.depth)
+        except DepthReadError as exc:
+            raise SampleFailure("depth", str(exc)) from exc
+        if counts["depth"] < 1:
+            raise SampleFailure("depth", f"{entry.depth}: no MDepth-*.png frames in the depth folder")
+    if sk is not None and sk.num_frames > 0:
+        counts["skeleton"] = sk.num_frames
+    return counts
+
+
+def prepare_sample(
+    entry: ManifestEntry,
+    out: str | os.PathLike,
+    opts: PrepareOptions,
+    missing: frozenset[str] = frozenset(),
+    fallback: AlignmentTable | None = None,
+) -> dict[str, Any] | str:
+    """Prepare one sample into ``out``; returns its index record, or the reason a fallback alignment is needed
+    when ``fallback`` is None and the sample has no usable skeleton. Raises `SampleFailure`."""
+    warnings: list[str] = []
+    sk, alignment, reason = _alignment_of(entry, opts, missing)
+    if alignment is None:
+        if fallback is None:
+            return str(reason)
+        alignment = fallback.get(entry, str(reason))
+        warnings.append(f"fallback alignment: {reason}")
+    counts = _frame_counts(entry, opts, sk)
+    n, mismatch = reconcile_frame_counts(counts)
+    if mismatch:
+        warnings.append(mismatch)
+    if n < opts.frames:
+        warnings.append(f"only {n} frames for a budget of {opts.frames}: some kept frames repeat")
+    idx = sample_indices(n, opts.frames, "even")
+    try:
+        rgb = read_video_frames(entry.rgb, idx)
+    except (FileNotFoundError, VideoReadError) as exc:
+        raise SampleFailure("rgb", str(exc)) from exc
+    arrays: dict[str, np.ndarray] = {}
+    if "depth" in opts.modalities:
+        try:
+            depth = read_depth_frames(entry.depth, idx)  # type: ignore[arg-type]
+        except DepthReadError as exc:
+            raise SampleFailure("depth", str(exc)) from exc
+        kw: dict[str, Any] = {}
+        if opts.alignment == "registered":
+            H, W = rgb.shape[1:3]
+            kw = {"nominal_color": (W, H), "nominal_depth": (W, H)}
+        try:
+            rgb_c, depth_c = crop_aligned(
+                rgb, depth, alignment, opts.size, keep_aspect=opts.keep_aspect, **kw
+            )
+        except AlignmentError as exc:
+            raise SampleFailure("align", f"{entry.sample}: {exc}") from exc
+        arrays["rgb"] = rgb_c
+        arrays["depth"] = encode_depth(depth_c, opts.depth_encoding, opts.near_mm, opts.far_mm)
+    else:
+        import cv2
+
+        arrays["rgb"] = np.stack(
+            [cv2.resize(f, (opts.size, opts.size), interpolation=cv2.INTER_AREA) for f in rgb]
+        )
+    for m in opts.modalities:
+        try:
+            C.save_array_atomic(C.array_path(out, m, entry.sample), arrays[m])
+        except OSError as exc:
+            raise SampleFailure(
+                "write", f"{C.array_path(out, m, entry.sample)}: cannot write ({exc})"
+            ) from exc
+    a = alignment
+    rec = _record_base(entry)
+    rec.update(
+        frames=int(opts.frames),
+        source_frames=[int(i) for i in idx],
+        source_frame_counts={
+            "rgb": counts.get("rgb"),
+            "depth": counts.get("depth"),
+            "skeleton": counts.get("skeleton"),
+        },
+        alignment={
+            "scale": _num(a.scale),
+            "tx": _num(a.tx),
+            "ty": _num(a.ty),
+            "n_pairs": int(a.n_pairs),
+            "method": a.method,
+            "residual_px": _num(a.residual_px),
+            "note": a.note,
+        },
+        warnings=warnings,
+        shape={m: list(arrays[m].shape) for m in opts.modalities},
+    )
+    return rec
+
+
+def _num(v: float) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def _sample_worker(task: tuple[ManifestEntry, str, PrepareOptions, frozenset[str], AlignmentTable | None]):
+    """Never raises: ("ok", record) | ("fallback", name, reason) | ("fail", failure dict)."""
+    entry, out, opts, missing, table = task
+    try:
+        res = prepare_sample(entry, out, opts, missing, table)
+    except SampleFailure as exc:
+        return ("fail", {"sample": entry.sample, "stage": exc.stage, "error": str(exc)})
+    except Exception as exc:  # noqa: BLE001 - one bad sample must not stop the job; the error is recorded
+        return (
+            "fail",
+            {"sample": entry.sample, "stage": "unexpected", "error": f"{type(exc).__name__}: {exc}"},
+        )
+    if isinstance(res, str):
+        return ("fallback", entry.sample, res)
+    return ("ok", res)

@@ -1,0 +1,153 @@
+"""Small wrappers over torch.distributed so the same code runs alone or under `torchrun`.
+
+`torchrun --nproc_per_node N ...` sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; we read
+them (env:// init). Backend: nccl when the ranks train on CUDA, gloo on CPU. Every helper is a no-op (or the
+identity) when no process group is running, so single-process code needs no branches.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+_INITIALISED_HERE = False
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands in the job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from exc
+
+
+def is_distributed() -> bool:
+    """True when a process group with more than one rank is running."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def init_distributed(device: str = "auto", backend: str | None = None, timeout_s: float = 1800.0) -> DistInfo:
+    """Join the process group described by torchrun's environment; a no-op for a single process.
+
+    Idempotent: returns the running group's info when one is already initialised.
+    `device` is the training device request ("auto", "cpu", "cuda", ...), which picks the backend.
+    """
+    global _INITIALISED_HERE
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0))
+    world = _env_int("WORLD_SIZE", 1)
+    if world <= 1:
+        return DistInfo(0, 1, 0)
+    if not dist.is_available():
+        raise RuntimeError(f"WORLD_SIZE={world} but this torch build has no torch.distributed support")
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    wants_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if backend is None:
+        backend = "nccl" if wants_cuda else "gloo"
+    if wants_cuda:
+        # nccl needs each rank bound to its own GPU before the first collective.
+        torch.cuda.set_device(local_rank)
+    from datetime import timedelta
+
+    dist.init_process_group(
+        backend=backend,
+        init_method="env://",
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=timeout_s),
+    )
+    _INITIALISED_HERE = True
+    return DistInfo(rank, world, local_rank)
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    """True on rank 0 (and in a single process): the rank that logs and writes files."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def _comm_device(t: torch.Tensor) -> torch.device:
+    # nccl only moves CUDA tensors; gloo handles CPU ones.
+    if is_distributed() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return t.device if t.device.type == "cpu" else torch.device("cpu")
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum of `t` over ranks (a new tensor on `t`'s device; `t` itself is left unchanged)."""
+    if not is_distributed():
+        return t.clone()
+    buf = t.detach().to(_comm_device(t), copy=True)
+    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+    return buf.to(t.device)
+
+
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    if not is_distributed():
+        return t.clone()
+    buf = t.detach().to(_comm_device(t), copy=True)
+    dist.all_reduce(buf, op=dist.ReduceOp.MAX)
+    return buf.to(t.device)
+
+
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    """Mean of `t` over ranks (each rank weighted equally)."""
+    if not is_distributed():
+        return t.clone()
+    return all_reduce_sum(t.float() if not t.is_floating_point() else t) / world_size()
+
+
+def all_gather_padded(t: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """Concatenate per-rank tensors of different lengths along dim 0, in rank order.
+
+    `counts[r]` is rank r's length, known to every rank (e.g. from a deterministic shard), so no extra
+    collective is needed to learn the sizes; tensors are padded to the longest for the gather, then trimmed.
+    """
+    if not is_distributed():
+        return t.clone()
+    longest = max(counts) if counts else 0
+    dev = _comm_device(t)
+    pad = torch.zeros((longest, *t.shape[1:]), dtype=t.dtype, device=dev)
+    pad[: t.shape[0]] = t.to(dev)
+    out = [torch.empty_like(pad) for _ in counts]
+    dist.all_gather(out, pad)
+    return torch.cat([o[:c] for o, c in zip(out, counts)]).to(t.device)
+
+
+def cleanup() -> None:
+    """Destroy the process group if `init_distributed` created it (call once at the end of a job)."""
+    global _INITIALISED_HERE
+    if _INITIALISED_HERE and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _INITIALISED_HERE = False

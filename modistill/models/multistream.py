@@ -1,0 +1,290 @@
+"""Multi-stream video network with cross-stream multiplicative connections and late fusion.
+
+Garcia et al. 2018 §3.1 (eq. 2), after Feichtenhofer et al. CVPR 2017 (REF §1). Before the 2nd residual unit
+of a chosen stage, the residual branch of the *target* stream's unit 2 gets a product of the two streams'
+unit-1 outputs, while unit 2's skip path is untouched. With ``a`` = target's unit-1 output *before* its final
+ReLU and ``m`` = the source's unit-1 output *after* its ReLU:
+
+- ``variant="paper"`` (eq. 2, Feichtenhofer's st-resnet):  x_{l+1} = relu( relu(a) + F(a ⊙ m) )
+- ``variant="released"`` (Garcia's TensorFlow code):        x_{l+1} = relu( relu(a) + F(relu(a) + a ⊙ m) )
+
+where F is unit 2's residual branch (it also holds the temporal conv). Gradients flow into both streams (into
+the source through ``m``) unless the source is frozen. Direction is free: depth -> rgb is the paper's, rgb ->
+depth (supplement Table 1) is just another :class:`Connection`.
+
+One source per target and stage: two connections into the same (target, stage) are rejected at construction
+(why: the paper defines only a single injected signal; a product of several is not a published design). A
+stream may be both a source and a target (e.g. depth -> hall -> rgb): all products use unit-1 outputs, which
+are computed for every stream of a stage before any unit 2 runs, so the order of streams never matters.
+
+The streams run in lock-step stage by stage so that the connections can be applied; a connection is active
+only when both its ends are run, so e.g. a hallucination stream can be evaluated on RGB alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from .fusion import create_fusion
+from .resnet import STAGE_NAMES
+from .stream import StreamOutput, VideoStream
+
+__all__ = ["StreamSpec", "Connection", "MultiStreamNet", "MultiStreamOutput"]
+
+VARIANTS = ("paper", "released")
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """How to build one stream.
+
+    Attributes:
+        backbone: registered 2D ResNet name: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` (the paper's).
+        modality: the batch key the stream reads (``"rgb"``, ``"depth"``, ``"flow"`` ...).
+        width: channel multiplier of the backbone.
+        in_channels: channels per frame of that modality.
+        temporal: add the identity-initialised temporal convs (REF §1).
+        pretrained: optional local ImageNet checkpoint loaded into the backbone (see pretrained.py).
+    """
+
+    backbone: str = "resnet50"
+    modality: str = "rgb"
+    width: float = 1.0
+    in_channels: int = 3
+    temporal: bool = True
+    pretrained: str | None = None
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A cross-stream multiplicative connection ``source -> target`` at ``stages`` (subset of 1..4)."""
+
+    source: str
+    target: str
+    stages: tuple[int, ...] = (1, 2, 3, 4)
+    variant: Literal["paper", "released"] = "paper"
+
+    def __post_init__(self) -> None:
+        stages = tuple(int(s) for s in self.stages)
+        object.__setattr__(self, "stages", stages)
+        if self.source == self.target:
+            raise ValueError(f"connection source and target are the same stream {self.source!r}")
+        if not stages or any(s not in (1, 2, 3, 4) for s in stages) or len(set(stages)) != len(stages):
+            raise ValueError(
+                f"connection {self.source}->{self.target}: stages must be distinct values in 1..4, "
+                f"got {stages}"
+            )
+        if self.variant not in VARIANTS:
+            raise ValueError(
+                f"connection {self.source}->{self.target}: variant must be one of {VARIANTS}, "
+                f"got {self.variant!r}"
+            )
+
+
+@dataclass
+class MultiStreamOutput:
+    """``streams``: per run stream :class:`StreamOutput`; ``logits``: fused (B, K) video logits."""
+
+    streams: dict[str, StreamOutput]
+    logits: Tensor
+    fused: tuple[str, ...] = field(default=())
+
+
+class MultiStreamNet(nn.Module):
+    """Named video streams + cross-stream connections + late fusion.
+
+    Args:
+        streams: name -> :class:`StreamSpec` (names are free strings without ``"."``).
+        num_classes: K, shared by all streams.
+        connections: cross-stream connections (see the module docstring).
+        fusion: a registered fusion name (``"mean"`` = the paper's late fusion) or a ready ``nn.Module``
+            with the fusion interface of fusion.py.
+        fuse: the streams whose predictions are fused (default: all, in order).
+        fusion_options: extra keyword arguments for ``create_fusion``.
+        channels_last: passed to every :class:`VideoStream`.
+    """
+
+    def __init__(
+        self,
+        streams: Mapping[str, StreamSpec],
+        num_classes: int,
+        connections: Iterable[Connection] = (),
+        fusion: str | nn.Module = "mean",
+        fuse: Sequence[str] | None = None,
+        fusion_options: Mapping[str, Any] | None = None,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        if not streams:
+            raise ValueError("MultiStreamNet needs at least one stream")
+        for name in streams:
+            if not name or "." in name:
+                raise ValueError(f"invalid stream name {name!r} (non-empty, no '.')")
+        self.specs: dict[str, StreamSpec] = dict(streams)
+        self.num_classes = num_classes
+        self.streams = nn.ModuleDict()
+        for name, spec in self.specs.items():
+            stream = VideoStream(
+                spec.backbone,
+                num_classes=num_classes,
+                in_channels=spec.in_channels,
+                width=spec.width,
+                temporal=spec.temporal,
+                channels_last=channels_last,
+            )
+            if spec.pretrained:
+                from .pretrained import load_pretrained
+
+                load_pretrained(stream, spec.pretrained)
+            self.streams[name] = stream
+        self.connections: list[Connection] = list(connections)
+        self._by_target: dict[tuple[str, int], Connection] = {}
+        for c in self.connections:
+            self._check_connection(c)
+            for s in c.stages:
+                if (c.target, s) in self._by_target:
+                    other = self._by_target[(c.target, s)]
+                    raise ValueError(
+                        f"stream {c.target!r} already receives a connection from {other.source!r} at "
+                        f"stage {s}; a second one from {c.source!r} is not supported (one source per "
+                        "target and stage)"
+                    )
+                self._by_target[(c.target, s)] = c
+        self.fuse: tuple[str, ...] = tuple(fuse) if fuse is not None else tuple(self.specs)
+        unknown = [n for n in self.fuse if n not in self.specs]
+        if unknown or not self.fuse or len(set(self.fuse)) != len(self.fuse):
+            raise ValueError(
+                f"fuse must list distinct known streams {list(self.specs)}, got {list(self.fuse)}"
+            )
+        if isinstance(fusion, str):
+            feature_dims = {n: self.streams[n].backbone.feature_dim for n in self.fuse}
+            fusion = create_fusion(
+                fusion,
+                streams=self.fuse,
+                num_classes=num_classes,
+                feature_dims=feature_dims,
+                **(fusion_options or {}),
+            )
+        elif fusion_options:
+            raise ValueError("fusion_options only apply when fusion is given by name")
+        self.fusion = fusion
+        self._frozen: set[str] = set()
+
+    def _check_connection(self, c: Connection) -> None:
+        for end in (c.source, c.target):
+            if end not in self.specs:
+                raise ValueError(
+                    f"connection {c.source}->{c.target}: unknown stream {end!r}; streams: {list(self.specs)}"
+                )
+        src = self.streams[c.source].backbone.stage_channels()
+        dst = self.streams[c.target].backbone.stage_channels()
+        for s in c.stages:
+            if src[s - 1] != dst[s - 1]:
+                raise ValueError(
+                    f"connection {c.source}->{c.target} at stage {s}: channel counts differ "
+                    f"({src[s - 1]} vs {dst[s - 1]}); connected streams need the same backbone and width"
+                )
+
+    # ----------------------------------------------------------------------------------------------- freezing
+    @property
+    def frozen(self) -> set[str]:
+        """Names of the frozen streams (a copy)."""
+        return set(self._frozen)
+
+    def freeze(self, name: str) -> None:
+        """No gradients for stream ``name``; its BatchNorm layers stay in eval mode even under ``train()``."""
+        stream = self._stream(name)
+        for p in stream.parameters():
+            p.requires_grad_(False)
+        self._frozen.add(name)
+        stream.eval()
+
+    def unfreeze(self, name: str) -> None:
+        """Undo :meth:`freeze`; the stream follows the network's train/eval mode again."""
+        stream = self._stream(name)
+        for p in stream.parameters():
+            p.requires_grad_(True)
+        self._frozen.discard(name)
+        stream.train(self.training)
+
+    def train(self, mode: bool = True) -> MultiStreamNet:
+        super().train(mode)
+        # A frozen teacher's BN uses (and keeps) its running statistics (REF §3 step 3).
+        for name in self._frozen:
+            self.streams[name].eval()
+        return self
+
+    def _stream(self, name: str) -> VideoStream:
+        if name not in self.streams:
+            raise KeyError(f"unknown stream {name!r}; streams: {list(self.streams)}")
+        return self.streams[name]  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------------------------------------ forward
+    def active_connections(self, run: Iterable[str]) -> list[Connection]:
+        """The connections whose two ends are both in ``run``."""
+        run = set(run)
+        return [c for c in self.connections if c.source in run and c.target in run]
+
+    def forward(self, batch: Mapping[str, Tensor], streams: Sequence[str] | None = None) -> MultiStreamOutput:
+        """Run ``streams`` (default: all) on ``batch`` (modality -> clips (B, T, C, H, W)).
+
+        Returns per-stream outputs and ``logits`` (B, K): the fusion of the run streams listed in ``fuse``;
+        when none of those is run, the mean of the run streams' video logits.
+        """
+        names = list(self.streams) if streams is None else list(streams)
+        if not names:
+            raise ValueError("no streams to run")
+        if len(set(names)) != len(names):
+            raise ValueError(f"streams listed twice in {names}")
+        for n in names:
+            if n not in self.streams:
+                raise KeyError(f"unknown stream {n!r}; streams: {list(self.streams)}")
+            if self.specs[n].modality not in batch:
+                raise KeyError(
+                    f"stream {n!r} reads modality {self.specs[n].modality!r}, which is not in the batch "
+                    f"(batch keys: {sorted(batch)})"
+                )
+        run = set(names)
+        clips = {n: batch[self.specs[n].modality] for n in names}
+        for n in names:
+            if clips[n].dim() != 5:
+                raise ValueError(
+                    f"stream {n!r}: expected clips (B, T, C, H, W), got shape {tuple(clips[n].shape)}"
+                )
+        incoming = {k: c for k, c in self._by_target.items() if c.source in run and c.target in run}
+        for (tgt, _), c in incoming.items():
+            if clips[c.source].shape[:2] != clips[tgt].shape[:2]:
+                raise ValueError(
+                    f"connection {c.source}->{tgt}: clips differ in (B, T): "
+                    f"{tuple(clips[c.source].shape[:2])} vs {tuple(clips[tgt].shape[:2])}"
+                )
+        x = {n: self._stream(n).stem(clips[n]) for n in names}
+        feats: dict[str, dict[str, Tensor]] = {n: {} for n in names}
+        for stage in range(1, 5):
+            pre = {n: self._stream(n).unit0(stage, x[n]) for n in names}  # unit-1 outputs before their ReLU
+            post = {n: torch.relu(p) for n, p in pre.items()}
+            for n in names:
+                branch = None
+                c = incoming.get((n, stage))
+                if c is not None:
+                    a, m = pre[n], post[c.source]
+                    if a.shape != m.shape:
+                        raise ValueError(
+                            f"connection {c.source}->{n} at stage {stage}: feature shapes differ "
+                            f"{tuple(m.shape)} vs {tuple(a.shape)} (inputs must have equal size)"
+                        )
+                    branch = a * m if c.variant == "paper" else post[n] + a * m
+                x[n] = self._stream(n).rest(stage, post[n], clips[n].shape[1], branch)
+                feats[n][STAGE_NAMES[stage - 1]] = x[n]
+        outs = {n: self._stream(n).head(x[n], clips[n].shape[0], clips[n].shape[1], feats[n]) for n in names}
+        fused = tuple(n for n in self.fuse if n in run)
+        if fused:
+            logits = self.fusion({n: outs[n] for n in fused})
+        else:
+            logits = torch.stack([o.video_logits for o in outs.values()]).mean(dim=0)
+        return MultiStreamOutput(streams=outs, logits=logits, fused=fused)

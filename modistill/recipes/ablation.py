@@ -1,0 +1,91 @@
+"""The paper's ablation (Garcia et al. 2018 Table 2, supplement Table 1) as named recipe variants.
+
+Each variant is a set of config overrides plus the stages it needs; all variants share one ``out_dir``, so the
+content-addressed stages they have in common (step 1, often step 2) are trained once (runner.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modistill.config import apply_overrides
+
+from .experiment import ExperimentConfig
+
+__all__ = ["Variant", "VARIANTS", "SETS", "resolve_variants", "variant_config"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    overrides: tuple[str, ...]
+    stages: tuple[str, ...] | None  # None: every stage of the recipe
+    rows: tuple[str, ...]  # the Table 2 rows this variant produces
+
+
+_TO3 = ("step1_rgb", "step1_depth", "step2", "step3")
+_TO2 = ("step1_rgb", "step1_depth", "step2")
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in [
+    Variant("paper", "the four steps with the paper's defaults", (), None, ("1", "2", "6", "7", "8", "13", "15")),
+    Variant("step2_no_connections", "step 2 without cross-stream connections", ("recipe.connections=false",),
+            _TO2, ("9",)),
+    Variant("step3_eq3_no_connections", "step 3 with eq. 3 only, no connections",
+            ("recipe.step3_loss=hall", "recipe.step3_connections=false"), _TO3, ("10",)),
+    Variant("step3_eq3", "step 3 with eq. 3 only", ("recipe.step3_loss=hall",), _TO3, ("11",)),
+    Variant("step3_gd", "step 3 with eq. 5-6 only (Table 2's 'eq. 4')", ("recipe.step3_loss=gd",), _TO3, ("12",)),
+    Variant("step3_no_connections", "step 3 with eq. 7, no connections (the released code)",
+            ("recipe.step3_connections=false",), _TO3, ("14",)),
+    Variant("hoffman_eq3", "Hoffman et al. one-step baseline, eq. 3",
+            ("recipe.name=hoffman", "recipe.hoffman_loss=hall"), None, ("3",)),
+    Variant("hoffman_gd", "Hoffman et al. one-step baseline, eq. 5",
+            ("recipe.name=hoffman", "recipe.hoffman_loss=gd"), None, ("4",)),
+    Variant("hoffman_eq7", "Hoffman et al. one-step baseline, eq. 7",
+            ("recipe.name=hoffman", "recipe.hoffman_loss=eq7"), None, ("5",)),
+    Variant("inverted", "inverted connections RGB -> depth (supplement Table 1)",
+            ("recipe.direction=rgb_to_depth",), None, ("8", "13", "15")),
+    Variant("released", "released-code variants: relu(a) + a*relu(m) connections, eq. 3 sum x0.01 on layer4, "
+            "student temperature", ("recipe.variant=released", "recipe.hall_reduction=sum",
+                                    "recipe.hall_layers={layer4: 0.01}", "recipe.student_temperature=true"),
+            None, ("8", "13", "15")),
+]}
+
+SETS: dict[str, tuple[str, ...]] = {
+    "table2": ("paper", "hoffman_eq3", "hoffman_gd", "hoffman_eq7", "step2_no_connections",
+               "step3_eq3_no_connections", "step3_eq3", "step3_gd", "step3_no_connections"),
+    "connections": ("paper", "step2_no_connections", "step3_no_connections", "inverted"),
+    "losses": ("paper", "step3_eq3", "step3_gd"),
+    "all": tuple(VARIANTS),
+}
+
+
+def resolve_variants(names: list[str]) -> list[Variant]:
+    """Variant names or set names (``table2``, ``connections``, ``losses``, ``all``) -> variants, in order."""
+    out: dict[str, Variant] = {}
+    for n in names:
+        if n in SETS:
+            out.update({v: VARIANTS[v] for v in SETS[n]})
+        elif n in VARIANTS:
+            out[n] = VARIANTS[n]
+        else:
+            raise ValueError(f"unknown ablation variant or set {n!r}; variants: {sorted(VARIANTS)}, "
+                             f"sets: {sorted(SETS)}")
+    return list(out.values())
+
+
+def variant_config(base: ExperimentConfig, v: Variant) -> ExperimentConfig:
+    """``base`` with the variant's overrides (a copy; ``base`` is untouched)."""
+    return apply_overrides(base, list(v.overrides))
+
+
+def variant_rows(v: Variant, results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The table rows of a finished variant: one per evaluation whose paper row the variant produces."""
+    rows = []
+    for st in results.values():
+        for ev in [st["test"], *st.get("extra", {}).values()]:
+            if ev.get("paper_row") in v.rows:
+                rows.append({"variant": v.name, "stage": st["stage"], "evaluation": ev["evaluation"],
+                             "row": ev["paper_row"], "accuracy": ev["accuracy"]})
+    return rows

@@ -1,0 +1,104 @@
+"""Depth-noise robustness study (Garcia et al. 2018 Table 3, REF §4-5).
+
+The step-2 teacher is evaluated with multiplicative (speckle) noise on its depth input, I = I * n with
+n ~ N(1, sigma) per pixel and sigma^2 in {0, 1e-3, 1e-2, 1e-1, 1, 10}, and with "void" depth (no depth: a black
+image), next to the RGB-only final model. Noise is applied to the image the network sees, in [0, 1] intensity
+units (before the ImageNet mean/std normalisation the dataset applies), since that is the depth image I of the
+paper; values are not clipped, as the paper's formula has no clipping.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from modistill.data.normalize import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["PAPER_SIGMA2", "speckle_transform", "void_transform", "run_robustness"]
+
+PAPER_SIGMA2: tuple[float, ...] = (0.0, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+
+
+def _stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    shape = (1,) * (x.dim() - 3) + (3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(shape)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(shape)
+    return mean, std
+
+
+def speckle_transform(key: str, sigma2: float, seed: int = 0) -> Callable[[dict], dict]:
+    """A batch transform multiplying ``batch[key]`` (normalised clips ``(B, T, 3, H, W)``) by N(1, sigma) noise
+    in image space. The noise stream is seeded, so a study is reproducible."""
+    if sigma2 < 0:
+        raise ValueError(f"sigma^2 must be >= 0, got {sigma2}")
+    sigma = math.sqrt(sigma2)
+    gen = torch.Generator().manual_seed(seed)
+
+    def apply(batch: dict) -> dict:
+        if sigma == 0:
+            return batch
+        x = batch[key]
+        mean, std = _stats(x)
+        img = x * std + mean
+        noise = 1.0 + sigma * torch.randn(img.shape, generator=gen, dtype=torch.float32).to(img.device, img.dtype)
+        return {**batch, key: (img * noise - mean) / std}
+
+    return apply
+
+
+def void_transform(key: str) -> Callable[[dict], dict]:
+    """Replace ``batch[key]`` by a black image (all-zero intensities), i.e. no depth at all."""
+
+    def apply(batch: dict) -> dict:
+        x = batch[key]
+        mean, std = _stats(x)
+        return {**batch, key: ((torch.zeros_like(x) - mean) / std).expand_as(x)}
+
+    return apply
+
+
+def noise_levels(values: Sequence[float] | None = None) -> list[float]:
+    return list(PAPER_SIGMA2 if values is None else values)
+
+
+def run_robustness(run_dir: str | Path, sigma2: Sequence[float] | None = None, *, seed: int = 0,
+                   teacher_stage: str = "step2", final_stage: str = "step4") -> dict[str, Any]:
+    """Table 3 for the run in ``run_dir``: the teacher's test accuracy under each noise level and with void
+    depth, next to the final RGB-only model's. Writes ``<run_dir>/robustness.json`` and returns it."""
+    from modistill.engine.checkpoint import write_text_atomic
+    from modistill.engine.evaluate import evaluate
+
+    from .runner import predictor
+    from .session import cache_datasets, open_run
+
+    run = open_run(run_dir)
+    exp = run.exp
+    factory, num_classes, _ = cache_datasets(exp)
+    teacher = run.model(teacher_stage)
+    ev = run.stages[teacher_stage].stage.evaluate
+    if "depth" not in ev.inputs:
+        raise ValueError(f"stage {teacher_stage!r} does not read depth (inputs {ev.inputs})")
+    data = factory("test", ev.inputs, False)
+    bs = exp.train.eval_batch_size or exp.train.batch_size
+
+    def acc(model, predict, dataset) -> float:
+        return evaluate(model, predict, dataset, batch_size=bs, device=exp.train.device, num_classes=num_classes,
+                        clips_per_video=exp.data.clips_per_video, amp=exp.train.amp).accuracy
+
+    levels = noise_levels(sigma2)
+    out: dict[str, Any] = {"stage": teacher_stage, "sigma2": levels, "seed": seed,
+                           "accuracy": [acc(teacher, predictor(ev, speckle_transform("depth", s, seed)), data)
+                                        for s in levels]}
+    out["void"] = acc(teacher, predictor(ev, void_transform("depth")), data)
+    out["rgb_final"] = run.result(final_stage)["test"]["accuracy"] if final_stage in run.stages else None
+    from modistill.engine import distributed as D
+
+    if D.is_main():
+        write_text_atomic(Path(run_dir) / "robustness.json", json.dumps(out, indent=1))
+    return out

@@ -1,0 +1,268 @@
+"""Runs a staged recipe: builds each stage's network, hands weights over, trains with the engine, evaluates.
+
+Stage folders are content-addressed: ``<out_dir>/stages/<stage>-<key>``, where the key hashes the stage's
+definition, the keys of the stages it takes weights from, and the data / model / training settings. A stage
+whose folder holds ``result.json`` is reused, so ablation variants that share steps (and re-runs of the demo)
+train each distinct stage once. A killed stage resumes with ``resume=True`` from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from modistill.config import dump_yaml, to_dict
+from modistill.distill.terms import compute_loss
+from modistill.engine import distributed as D
+from modistill.engine.checkpoint import write_text_atomic
+from modistill.engine.config import TrainConfig
+from modistill.engine.evaluate import evaluate
+from modistill.engine.seeding import derive_seed
+from modistill.engine.trainer import train_stage
+from modistill.models.multistream import MultiStreamNet, StreamSpec
+from modistill.models.pretrained import load_pretrained
+
+from .depth import build_recipe
+from .experiment import ExperimentConfig
+from .stages import PRETRAINED, Evaluation, Stage, stage_to_dict
+
+__all__ = ["DatasetFactory", "StageRun", "run_recipe", "build_network", "stage_dir", "predictor", "load_stage_model"]
+
+log = logging.getLogger("modistill.recipes")
+
+# (split, modalities, train) -> Dataset of item dicts (docs/ARCHITECTURE.md)
+DatasetFactory = Callable[[str, tuple[str, ...], bool], Dataset]
+
+# Settings that change how a run looks, not what it computes: left out of stage keys.
+_NON_SEMANTIC = ("progress", "log_every", "num_workers", "device", "tensorboard", "eval_batch_size")
+_MODALITY_CHANNELS = {"rgb": 3, "depth": 3}
+
+
+@dataclass
+class StageRun:
+    stage: Stage
+    key: str
+    dir: Path
+    result: dict[str, Any]
+    reused: bool
+
+
+def stage_train_config(exp: ExperimentConfig, stage: Stage) -> TrainConfig:
+    """``exp.train`` with this stage's epoch / lr overrides."""
+    cfg = dataclasses.replace(exp.train)
+    if stage.name in exp.stage_epochs:
+        cfg.epochs = exp.stage_epochs[stage.name]
+    if stage.name in exp.stage_lr:
+        cfg.lr = exp.stage_lr[stage.name]
+    cfg.validate()
+    return cfg
+
+
+def _key(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def stage_key(exp: ExperimentConfig, stage: Stage, dep_keys: dict[str, str]) -> str:
+    train = {k: v for k, v in to_dict(stage_train_config(exp, stage)).items() if k not in _NON_SEMANTIC}
+    data = to_dict(exp.data)
+    data["cache"] = _cache_identity(data["cache"])
+    return _key({"stage": stage_to_dict(stage), "deps": dep_keys, "data": data, "model": to_dict(exp.model),
+                 "train": train})
+
+
+def _cache_identity(path: str) -> str:
+    """What identifies a prepared cache in stage keys: its settings file, not its location (run folders and
+    caches can move without invalidating trained stages)."""
+    if not path:
+        return ""
+    cfg = Path(path) / "cache_config.json"
+    text = cfg.read_text() if cfg.is_file() else str(Path(path).resolve())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stage_dir(exp: ExperimentConfig, stage: Stage, key: str) -> Path:
+    root = Path(exp.stage_root) if exp.stage_root else Path(exp.out_dir) / "stages"
+    return root / f"{stage.name}-{key}"
+
+
+def build_network(exp: ExperimentConfig, stage: Stage, num_classes: int,
+                  in_channels: dict[str, int] | None = None) -> MultiStreamNet:
+    """The stage's :class:`MultiStreamNet` with fresh (or ImageNet, for ``pretrained`` inits) weights."""
+    chans = {**_MODALITY_CHANNELS, **(in_channels or {})}
+    specs = {}
+    for s in stage.streams:
+        specs[s.name] = StreamSpec(backbone=exp.model.backbone, modality=s.modality, width=exp.model.width,
+                                   in_channels=chans.get(s.modality, 3), temporal=exp.model.temporal)
+    net = MultiStreamNet(specs, num_classes=num_classes, connections=stage.connections,
+                         fuse=stage.fuse, channels_last=exp.model.channels_last)
+    for s in stage.streams:
+        if s.init == PRETRAINED and exp.model.pretrained:
+            load_pretrained(net.streams[s.name], exp.model.pretrained)
+    return net
+
+
+def _init_from_stages(net: MultiStreamNet, stage: Stage, dirs: dict[str, Path]) -> None:
+    """Copy each stream's weights from the best checkpoint of the stage it names (stage hand-over)."""
+    cache: dict[str, dict[str, Tensor]] = {}
+    for s in stage.streams:
+        src = s.source
+        if src is None:
+            continue
+        src_stage, src_stream = src
+        path = dirs[src_stage] / "checkpoints" / "best.safetensors"
+        if src_stage not in cache:
+            if not path.is_file():
+                raise FileNotFoundError(f"stage {stage.name!r}: {path} not found (stage {src_stage!r} has not "
+                                        "finished)")
+            cache[src_stage] = load_file(str(path))
+        prefix = f"streams.{src_stream}."
+        sd = {k[len(prefix):]: v for k, v in cache[src_stage].items() if k.startswith(prefix)}
+        if not sd:
+            raise KeyError(f"{path}: no weights for stream {src_stream!r} (needed by {stage.name}/{s.name})")
+        try:
+            net.streams[s.name].load_state_dict(sd, strict=True)
+        except RuntimeError as exc:
+            raise RuntimeError(f"stage {stage.name!r}: cannot load {path} stream {src_stream!r} into stream "
+                               f"{s.name!r}: {exc}") from exc
+
+
+def predictor(ev: Evaluation, transform: Callable[[dict], dict] | None = None) -> Callable[[nn.Module, dict], Tensor]:
+    """``predict_fn`` running ``ev.streams`` on ``ev.inputs`` only (optionally perturbing the batch first)."""
+
+    def predict(model: nn.Module, batch: dict) -> Tensor:
+        inputs = {k: batch[k] for k in ev.inputs}
+        if transform is not None:
+            inputs = transform(inputs)
+        return model(inputs, streams=ev.streams).logits
+
+    return predict
+
+
+def _loss_fn(stage: Stage) -> Callable[[nn.Module, dict], tuple[Tensor, dict[str, Tensor]]]:
+    names = tuple(s.name for s in stage.streams)
+
+    def loss(model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
+        out = model({k: batch[k] for k in stage.inputs}, streams=names)
+        return compute_loss(stage.loss, out, batch["label"])
+
+    return loss
+
+
+def load_stage_model(exp: ExperimentConfig, run: StageRun, num_classes: int) -> MultiStreamNet:
+    """The stage's network with its best weights (for evaluation, robustness, export)."""
+    net = build_network(exp, run.stage, num_classes)
+    net.load_state_dict(load_file(str(run.dir / "checkpoints" / "best.safetensors")), strict=True)
+    return net.eval()
+
+
+def _eval_dict(net: nn.Module, ev: Evaluation, data: Dataset, exp: ExperimentConfig, tcfg: TrainConfig,
+               num_classes: int) -> dict[str, Any]:
+    res = evaluate(net, predictor(ev), data, batch_size=tcfg.eval_batch_size or tcfg.batch_size,
+                   device=tcfg.device, num_classes=num_classes, clips_per_video=exp.data.clips_per_video,
+                   amp=tcfg.amp, num_workers=tcfg.num_workers)
+    d = res.to_dict()
+    d.update(evaluation=ev.name, streams=list(ev.streams), inputs=list(ev.inputs), paper_row=ev.paper_row)
+    return d
+
+
+def run_stage(exp: ExperimentConfig, stage: Stage, key: str, dirs: dict[str, Path], datasets: DatasetFactory,
+              num_classes: int, resume: bool) -> StageRun:
+    out = stage_dir(exp, stage, key)
+    result_file = out / "result.json"
+    if result_file.is_file():
+        log.info("%s: reusing %s", stage.name, out)
+        return StageRun(stage, key, out, json.loads(result_file.read_text()), reused=True)
+    tcfg = stage_train_config(exp, stage)
+    # Fresh weights depend on (train.seed, stage name) only, not on what ran earlier in this process: a stage
+    # (one key) must train the same whether it runs alone, after other stages, or in another process.
+    name_seed = int(hashlib.sha256(stage.name.encode()).hexdigest()[:8], 16)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(tcfg.seed, name_seed))
+        net = build_network(exp, stage, num_classes)
+    _init_from_stages(net, stage, dirs)
+    for name in stage.frozen:
+        net.freeze(name)
+    train_set = datasets("train", stage.inputs, True)
+    val_set = datasets("val", stage.inputs, False)
+    cfg_dict = {"experiment": to_dict(exp), "stage": stage_to_dict(stage), "key": key}
+    if D.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "stage.json", json.dumps(cfg_dict, indent=1))
+    sr = train_stage(net, loss_fn=_loss_fn(stage), predict_fn=predictor(stage.evaluate), train_set=train_set,
+                     val_set=val_set if len(val_set) else None, cfg=tcfg, run_dir=out, config_dict=cfg_dict,
+                     resume=resume or (out / "checkpoints" / "last.json").exists(), num_classes=num_classes,
+                     stage=stage.name)
+    test_sets: dict[tuple[str, ...], Dataset] = {}
+
+    def test_set(inputs: tuple[str, ...]) -> Dataset:
+        if inputs not in test_sets:
+            test_sets[inputs] = datasets("test", inputs, False)
+        return test_sets[inputs]
+
+    result: dict[str, Any] = {
+        "stage": stage.name, "title": stage.title, "paper_row": stage.paper_row, "key": key, "dir": str(out),
+        "best_epoch": sr.best_epoch, "val": sr.best_val, "history": sr.history,
+        "test": _eval_dict(net, stage.evaluate, test_set(stage.evaluate.inputs), exp, tcfg, num_classes),
+        "extra": {ev.name: _eval_dict(net, ev, test_set(ev.inputs), exp, tcfg, num_classes) for ev in stage.extra},
+    }
+    if D.is_main():
+        write_text_atomic(result_file, json.dumps(result, indent=1, default=float))
+    D.barrier()
+    return StageRun(stage, key, out, result, reused=False)
+
+
+def run_recipe(exp: ExperimentConfig, datasets: DatasetFactory, num_classes: int, *,
+               only: Sequence[str] | None = None, resume: bool = False,
+               class_names: Sequence[str] | None = None) -> dict[str, StageRun]:
+    """Run the recipe's stages in order (``only``: a subset; the stages they need must be done or listed).
+
+    Returns stage name -> :class:`StageRun`. Writes ``<out_dir>/config.yaml`` and ``<out_dir>/results.json``.
+    """
+    stages = build_recipe(exp.recipe)
+    names = [s.name for s in stages]
+    wanted = set(names if only is None else only)
+    unknown = wanted - set(names)
+    if unknown:
+        raise ValueError(f"unknown stages {sorted(unknown)}; the recipe has {names}")
+    out_dir = Path(exp.out_dir)
+    if D.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        dump_yaml(exp, out_dir / "config.yaml")
+        write_text_atomic(out_dir / "dataset.json", json.dumps(
+            {"num_classes": num_classes, "class_names": list(class_names) if class_names else None}, indent=1))
+        write_text_atomic(out_dir / "recipe.json", json.dumps([stage_to_dict(s) for s in stages], indent=1))
+    keys: dict[str, str] = {}
+    dirs: dict[str, Path] = {}
+    runs: dict[str, StageRun] = {}
+    for st in stages:
+        keys[st.name] = stage_key(exp, st, {d: keys[d] for d in st.depends_on})
+        dirs[st.name] = stage_dir(exp, st, keys[st.name])
+        if st.name not in wanted:
+            if (dirs[st.name] / "result.json").is_file():
+                runs[st.name] = StageRun(st, keys[st.name], dirs[st.name],
+                                         json.loads((dirs[st.name] / "result.json").read_text()), reused=True)
+            continue
+        missing = [d for d in st.depends_on if d not in runs]
+        if missing:
+            raise RuntimeError(f"stage {st.name!r} needs {missing} first (run them, or include them in --stage)")
+        runs[st.name] = run_stage(exp, st, keys[st.name], dirs, datasets, num_classes, resume)
+        acc = runs[st.name].result["test"]["accuracy"]
+        log.info("%s: test accuracy %.4f (%s)", st.name, acc, runs[st.name].dir)
+    if D.is_main():
+        summary = {n: {k: r.result.get(k) for k in ("title", "paper_row", "dir", "best_epoch")}
+                   | {"test_accuracy": r.result["test"]["accuracy"],
+                      "extra": {k: v["accuracy"] for k, v in r.result.get("extra", {}).items()}}
+                   for n, r in runs.items()}
+        write_text_atomic(out_dir / "results.json", json.dumps(summary, indent=1))
+    return runs

@@ -1,0 +1,170 @@
+"""The typed pieces of a staged recipe: what a stage builds, trains, freezes, loads, minimises and evaluates.
+
+A recipe is an explicit ordered ``list[Stage]`` (see ``depth.py`` for the paper's four steps). Stages are plain
+frozen dataclasses so a recipe can be printed, saved with a run (``stage_to_dict``) and hashed: a stage whose
+definition, weight sources and training settings are unchanged is not trained twice (runner.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from modistill.distill.terms import LossSpec
+from modistill.models.multistream import Connection
+
+__all__ = ["StreamPlan", "Evaluation", "Stage", "stage_to_dict", "validate_recipe"]
+
+SCRATCH = "scratch"
+PRETRAINED = "pretrained"
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """One stream of a stage.
+
+    name: the stream's name in the network (``"rgb"``, ``"depth"``, ``"hall"``, ``"flow"``...).
+    modality: the batch key it reads (the hallucination stream reads ``"rgb"``).
+    init: where its weights come from: ``"scratch"``, ``"pretrained"`` (the experiment's local ImageNet file,
+        or scratch when none is configured) or ``"<stage>/<stream>"`` (the best checkpoint of an earlier stage).
+    frozen: no gradient and BatchNorm statistics kept in eval mode (REF §3 step 3).
+    """
+
+    name: str
+    modality: str
+    init: str = PRETRAINED
+    frozen: bool = False
+
+    @property
+    def source(self) -> tuple[str, str] | None:
+        """``(stage, stream)`` when the weights come from an earlier stage."""
+        if self.init in (SCRATCH, PRETRAINED):
+            return None
+        stage, sep, stream = self.init.partition("/")
+        if not sep or not stage or not stream:
+            raise ValueError(
+                f"stream {self.name!r}: init must be 'scratch', 'pretrained' or '<stage>/<stream>', "
+                f"got {self.init!r}"
+            )
+        return stage, stream
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A way to evaluate a stage's model: run ``streams`` with only ``inputs`` given.
+
+    The prediction is the network's fused logits over the run streams (late fusion, REF §1), or the single
+    stream's video logits when one stream runs. ``noise`` names the input that a robustness study perturbs.
+    """
+
+    name: str
+    streams: tuple[str, ...]
+    inputs: tuple[str, ...]
+    paper_row: str = ""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training step of a recipe.
+
+    streams: the network's streams (order = fusion order).
+    connections: cross-stream connections active in this stage's network (Garcia et al. 2018 eq. 2).
+    loss: what is minimised (distill/terms.py); every trainable stream must be reached by it.
+    inputs: modalities loaded for training (and validation).
+    evaluate: the evaluation used for model selection and reported as the stage's result.
+    extra: further evaluations reported from the best weights (e.g. each stream of the teacher alone).
+    fuse: the streams whose predictions are fused (default: all).
+    """
+
+    name: str
+    title: str
+    streams: tuple[StreamPlan, ...]
+    loss: LossSpec
+    inputs: tuple[str, ...]
+    evaluate: Evaluation
+    connections: tuple[Connection, ...] = ()
+    extra: tuple[Evaluation, ...] = ()
+    fuse: tuple[str, ...] | None = None
+    paper_row: str = ""
+    epochs_scale: float = 1.0
+    notes: str = ""
+
+    def stream(self, name: str) -> StreamPlan:
+        for s in self.streams:
+            if s.name == name:
+                return s
+        raise KeyError(f"stage {self.name!r} has no stream {name!r}; streams: {[s.name for s in self.streams]}")
+
+    @property
+    def trainable(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.streams if not s.frozen)
+
+    @property
+    def frozen(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.streams if s.frozen)
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        """Earlier stages this stage takes weights from."""
+        return tuple(dict.fromkeys(s.source[0] for s in self.streams if s.source))
+
+
+def stage_to_dict(stage: Stage) -> dict[str, Any]:
+    """A JSON-ready description of ``stage`` (saved with runs; hashed to reuse trained stages)."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): conv(x) for k, x in v.items()}
+        return v
+
+    return conv(stage)
+
+
+def validate_recipe(stages: list[Stage]) -> None:
+    """Check a recipe before anything trains: unique names, weight sources that exist earlier, inputs that
+    cover every run stream, evaluations that only name known streams, a loss reaching every trainable stream."""
+    seen: dict[str, Stage] = {}
+    for st in stages:
+        where = f"stage {st.name!r}"
+        if st.name in seen:
+            raise ValueError(f"{where}: duplicate stage name")
+        names = [s.name for s in st.streams]
+        if len(set(names)) != len(names) or not names:
+            raise ValueError(f"{where}: stream names must be distinct and non-empty, got {names}")
+        for s in st.streams:
+            src = s.source
+            if src is None:
+                continue
+            if src[0] not in seen:
+                raise ValueError(f"{where}: stream {s.name!r} takes weights from {s.init!r}, but stage "
+                                 f"{src[0]!r} does not come earlier in the recipe")
+            seen[src[0]].stream(src[1])
+        missing = {s.modality for s in st.streams} - set(st.inputs)
+        if missing:
+            raise ValueError(f"{where}: streams read {sorted(missing)}, which are not among inputs {st.inputs}")
+        for ev in (st.evaluate, *st.extra):
+            unknown = set(ev.streams) - set(names)
+            if unknown:
+                raise ValueError(f"{where}: evaluation {ev.name!r} names unknown streams {sorted(unknown)}")
+            need = {st.stream(n).modality for n in ev.streams} - set(ev.inputs)
+            if need:
+                raise ValueError(f"{where}: evaluation {ev.name!r} runs streams that read {sorted(need)}, "
+                                 f"not in its inputs {ev.inputs}")
+        reached = st.loss.streams_needed()
+        if st.loss.kind in ("ce", "hoffman", "relation", "mars") and st.loss.classify_target() == "fused":
+            reached |= set(st.fuse or names)
+        idle = [n for n in st.trainable if n not in reached and not _fed_by_connection(st, n, reached)]
+        if idle:
+            raise ValueError(f"{where}: trainable streams {idle} get no gradient from the loss {st.loss.kind!r}; "
+                             "freeze them or change the loss")
+        seen[st.name] = st
+
+
+def _fed_by_connection(st: Stage, name: str, reached: set[str]) -> bool:
+    """A source stream trains through the product of a connection into a stream the loss reaches."""
+    return any(c.source == name and c.target in reached for c in st.connections)

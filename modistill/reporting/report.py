@@ -1,0 +1,184 @@
+"""Writes the report of one or more runs: ``report.md``, a self-contained ``report.html`` (figures inlined),
+the PNG figures and ``metrics.json`` holding every number the report shows."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from modistill.engine.checkpoint import write_text_atomic
+
+from . import figures
+from .summary import find_runs, load_run, summarize
+
+__all__ = ["write_report", "render_markdown"]
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _ours(s: dict[str, Any]) -> str:
+    if s.get("mean") is None:
+        return "-"
+    if s["n"] > 1:
+        return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+    return f"{100 * s['mean']:.1f}"
+
+
+def render_markdown(summary: dict[str, Any], figs: dict[str, str], extra: dict[str, Any] | None = None) -> str:
+    """The report as Markdown (figures referenced by relative file name)."""
+    extra = extra or {}
+    proto = summary["protocol"]
+    col = "cross-view" if proto == "xview" else "cross-subject"
+    n = summary["n_runs"]
+    lines = [f"# {extra.get('title', 'modistill report')}", ""]
+    if extra.get("intro"):
+        lines += [extra["intro"], ""]
+    lines += [
+        f"Runs: {n} ({'mean ± sample std over seeds' if n > 1 else 'single run'}); protocol: `{proto}`. "
+        f"Accuracies in %. The paper's NTU RGB+D numbers ({col}) are shown for reference only: they come from "
+        "a different dataset and backbone, so compare trends, not values.",
+        "",
+        "## Results per step (paper Table 2 rows)",
+        "",
+        f"| row | model | test input | ours | paper (NTU {col}) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in summary["table"]:
+        paper_txt = "-" if r["paper"] is None else f"{r['paper']:.2f}"
+        lines.append(f"| {r['row']} | {r['model']} | {r['input']} | {_ours(r['ours'])} | {paper_txt} |")
+    lines.append("")
+    if "gap_closed" in summary:
+        g = summary["gap_closed"]
+        paper_gap = g.get("paper")
+        lines += [
+            "## Gap closed by the RGB-only model",
+            "",
+            "(final − RGB step 1) / (teacher − RGB step 1), rows (15 − 2) / (8 − 2): "
+            f"**{_ours(g)} %** of the gap"
+            + (f" (paper: {100 * paper_gap:.0f} % on NTU {col})." if paper_gap else "."),
+            "",
+        ]
+    checks = summary.get("checks") or {}
+    if checks:
+        lines += ["## Checks", ""]
+        for k, v in checks.items():
+            lines.append(f"- {k.replace('_', ' ')}: **{v}**")
+        lines.append("")
+    rob = summary.get("robustness")
+    if rob:
+        lines += ["## Robustness to depth noise (paper Table 3)", "",
+                  "Step-2 teacher with multiplicative noise I·n, n ~ N(1, σ), on its depth input.", "",
+                  "| σ² | ours | paper (NTU cross-view) |", "|---|---|---|"]
+        paper_acc = dict(zip(rob["paper_cv"]["sigma2"], rob["paper_cv"]["accuracy"]))
+        for s, a in zip(rob["sigma2"], rob["accuracy"]):
+            p = paper_acc.get(s)
+            lines.append(f"| {s:g} | {_ours(a)} | {'-' if p is None else f'{p:.2f}'} |")
+        lines.append(f"| void depth | {_ours(rob['void'])} | {rob['paper_cv']['void']:.2f} |")
+        lines.append(f"| final RGB-only model | {_ours(rob['rgb_final'])} | {rob['paper_cv']['rgb_final']:.2f} |")
+        lines.append("")
+    if figs:
+        lines += ["## Figures", ""]
+        for title, f in figs.items():
+            lines += [f"### {title}", "", f"![{title}]({f})", ""]
+    for section, body in (extra.get("sections") or {}).items():
+        lines += [f"## {section}", "", body, ""]
+    lines += ["Every number above is also in `metrics.json`."]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_to_html(md: str, folder: Path) -> str:
+    """A small converter for the Markdown this module writes (headings, tables, lists, images, bold, code),
+    inlining images as base64 so the HTML file stands alone."""
+    out: list[str] = []
+    in_table = in_list = False
+
+    def inline(text: str) -> str:
+        t = html.escape(text)
+        t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+    for line in md.splitlines():
+        if in_table and not line.startswith("|"):
+            out.append("</table>")
+            in_table = False
+        if in_list and not line.startswith("- "):
+            out.append("</ul>")
+            in_list = False
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{inline(line[level:].strip())}</h{level}>")
+        elif line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if all(set(c) <= {"-"} for c in cells):
+                continue
+            tag = "th" if not in_table else "td"
+            if not in_table:
+                out.append("<table>")
+                in_table = True
+            out.append("<tr>" + "".join(f"<{tag}>{inline(c)}</{tag}>" for c in cells) + "</tr>")
+        elif line.startswith("- "):
+            if not in_list:
+                out.append("<ul>")
+                in_list = True
+            out.append(f"<li>{inline(line[2:])}</li>")
+        elif m := re.match(r"!\[(.*)\]\((.+)\)", line):
+            data = base64.b64encode((folder / m.group(2)).read_bytes()).decode()
+            out.append(f'<img alt="{html.escape(m.group(1))}" src="data:image/png;base64,{data}">')
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    if in_table:
+        out.append("</table>")
+    if in_list:
+        out.append("</ul>")
+    style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;line-height:1.4}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}"
+             "th{background:#f0f0f0}img{max-width:100%}code{background:#f4f4f4;padding:1px 3px}")
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>modistill report</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
+
+
+def write_report(root: str | Path, out_dir: str | Path | None = None, *, protocol: str | None = None,
+                 class_names: list[str] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Summarise the run(s) under ``root`` and write the report into ``out_dir`` (default: ``root``).
+
+    Returns the written paths: ``markdown``, ``html``, ``metrics`` and one per figure.
+    """
+    runs = [load_run(r) for r in find_runs(root)]
+    out = Path(out_dir or root)
+    out.mkdir(parents=True, exist_ok=True)
+    if protocol is None:
+        m = re.search(r"protocol:\s*(\w+)", runs[0].get("config") or "")
+        protocol = m.group(1) if m else "xsub"
+    summary = summarize(runs, protocol)
+    first = runs[0]["stages"]
+    stage_dirs = {name: st["dir"] for name, st in first.items()}
+    figs: dict[str, str] = {}
+    paths: dict[str, Path] = {}
+    p = figures.loss_curves(stage_dirs, out / "loss_curves.png")
+    figs["Training loss and validation accuracy (first run)"] = p.name
+    hp = figures.hall_curve(stage_dirs, out / "hall_loss.png")
+    if hp:
+        figs["Hallucination loss L_hall (first run)"] = hp.name
+    if summary.get("robustness"):
+        figs["Depth-noise robustness"] = figures.noise_curve(summary["robustness"], out / "noise_curve.png").name
+    final = first.get("step4") or next(reversed(first.values()))
+    figs[f"Confusion matrix: {final['title']} (first run, test)"] = figures.confusion_figure(
+        final["test"]["confusion"], class_names, out / "confusion.png", title=final["title"]).name
+    for title, name in figs.items():
+        paths[title] = out / name
+    summary["final_confusion"] = final["test"]["confusion"]
+    summary["class_names"] = class_names
+    if extra and extra.get("metrics"):
+        summary.update(extra["metrics"])
+    md = render_markdown(summary, figs, extra)
+    write_text_atomic(out / "report.md", md)
+    write_text_atomic(out / "report.html", _markdown_to_html(md, out))
+    write_text_atomic(out / "metrics.json", json.dumps(summary, indent=1, default=float))
+    paths.update(markdown=out / "report.md", html=out / "report.html", metrics=out / "metrics.json")
+    return paths

@@ -1,0 +1,113 @@
+"""Collects finished runs (one per seed) into the figures the report shows, all kept in ``metrics.json``.
+
+A run folder is an experiment ``out_dir``: ``results.json`` (written by the recipe runner), the stage folders
+it names (each with ``result.json`` and ``metrics.jsonl``) and optionally ``robustness.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import paper
+
+__all__ = ["find_runs", "load_run", "summarize", "gap_closed"]
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Run folders under ``root``: itself if it holds ``results.json``, else its sub-folders that do."""
+    root = Path(root)
+    if (root / "results.json").is_file():
+        return [root]
+    runs = sorted(p.parent for p in root.glob("*/results.json"))
+    if not runs:
+        raise FileNotFoundError(f"{root}: no results.json here or in its sub-folders (is this a run folder?)")
+    return runs
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """One run: stage results (full ``result.json`` of each stage) and the robustness study if present."""
+    run_dir = Path(run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    stages = {}
+    for name, r in results.items():
+        f = Path(r["dir"]) / "result.json"
+        if not f.is_file():
+            raise FileNotFoundError(f"{run_dir}/results.json names {f}, which does not exist")
+        stages[name] = json.loads(f.read_text())
+    rob = run_dir / "robustness.json"
+    cfg = run_dir / "config.yaml"
+    return {
+        "dir": str(run_dir),
+        "stages": stages,
+        "robustness": json.loads(rob.read_text()) if rob.is_file() else None,
+        "config": cfg.read_text() if cfg.is_file() else None,
+    }
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if arr.size == 0:
+        return {"mean": None, "std": None, "n": 0, "values": values}
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+            "n": int(arr.size), "values": [float(v) for v in values]}
+
+
+def _row_results(run: dict[str, Any]) -> dict[str, float]:
+    """Paper Table 2 row -> test accuracy of this run (main evaluations and the extra ones)."""
+    rows: dict[str, float] = {}
+    for st in run["stages"].values():
+        for ev in [st["test"], *st.get("extra", {}).values()]:
+            if ev.get("paper_row"):
+                rows[ev["paper_row"]] = ev["accuracy"]
+    return rows
+
+
+def gap_closed(rgb: float, teacher: float, final: float) -> float:
+    """Fraction of the RGB-only -> teacher gap closed by the final RGB-only model (REF §5); NaN if no gap."""
+    gap = teacher - rgb
+    return (final - rgb) / gap if gap > 0 else float("nan")
+
+
+def summarize(runs: list[dict[str, Any]], protocol: str = "xsub") -> dict[str, Any]:
+    """Mean and spread over runs of every Table 2 row, the gap closed, the noise curve and the checks."""
+    per_run = [_row_results(r) for r in runs]
+    col = paper.paper_column(protocol)
+    table = []
+    for row, entry in paper.TABLE2.items():
+        vals = [pr.get(row) for pr in per_run]
+        if all(v is None for v in vals):
+            continue
+        s = _stats([v for v in vals if v is not None])
+        table.append({"row": row, "model": entry[0], "input": entry[1], "ours": s,
+                      "paper": entry[col], "paper_cs": entry[2], "paper_cv": entry[3]})
+    out: dict[str, Any] = {"protocol": protocol, "n_runs": len(runs), "table": table,
+                           "runs": [r["dir"] for r in runs]}
+    gaps = [gap_closed(pr["2"], pr["8"], pr["15"]) for pr in per_run if {"2", "8", "15"} <= set(pr)]
+    if gaps:
+        out["gap_closed"] = _stats(gaps) | {"paper": paper.GAP_CLOSED.get(protocol)}
+    checks = {}
+    if all({"1", "2", "8"} <= set(pr) for pr in per_run):
+        m = {k: float(np.mean([pr[k] for pr in per_run])) for k in ("1", "2", "8")}
+        checks["teacher_beats_both_single_streams"] = bool(m["8"] > max(m["1"], m["2"]))
+    if all({"2", "15"} <= set(pr) for pr in per_run):
+        checks["final_beats_rgb_step1"] = bool(np.mean([pr["15"] for pr in per_run])
+                                               > np.mean([pr["2"] for pr in per_run]))
+        checks["final_beats_rgb_step1_per_run"] = [bool(pr["15"] > pr["2"]) for pr in per_run]
+    out["checks"] = checks
+    robs = [r["robustness"] for r in runs if r.get("robustness")]
+    if robs:
+        sig = robs[0]["sigma2"]
+        out["robustness"] = {
+            "sigma2": sig,
+            "accuracy": [_stats([rb["accuracy"][i] for rb in robs]) for i in range(len(sig))],
+            "void": _stats([rb["void"] for rb in robs]),
+            "rgb_final": _stats([rb["rgb_final"] for rb in robs if rb.get("rgb_final") is not None]),
+            "paper_cv": {"sigma2": list(paper.NOISE_SIGMA2), "accuracy": list(paper.NOISE_CV),
+                         "void": paper.NOISE_VOID_CV, "rgb_final": paper.NOISE_RGB_FINAL_CV},
+        }
+    return out
