@@ -118,8 +118,7 @@ def matmul_flops(device: torch.device, dtype: torch.dtype, n: int = 2048, min_ti
     """Measured dense-matmul FLOP/s (2 n^3 per product) of an n x n matmul in ``dtype``."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    for _ in range(2):
-        a @ b
+    a @ b  # warm-up
     _sync(device)
     reps, t0 = 0, time.perf_counter()
     while True:
@@ -151,7 +150,10 @@ def run_config(cfg: Config, device: torch.device, warmup: int = 2, iters: int = 
     rss0 = _maxrss_bytes()
     torch.manual_seed(0)
     model = build(cfg).to(device)
-    if cfg.channels_last and cfg.streams == 0:
+    if cfg.channels_last:
+        # Parameters in channels_last too (inputs alone are not enough on CPU: mismatched weight layouts
+        # cost a reorder per call). The library keeps parameters contiguous by default so that state_dicts
+        # stay saveable with safetensors, which refuses non-contiguous tensors.
         model = model.to(memory_format=torch.channels_last)
     model.train()
     inputs, labels = make_inputs(cfg, device)
@@ -243,6 +245,7 @@ def summarise(rows: list[dict], peaks: dict[str, float]) -> dict[str, object]:
 
 def markdown(result: dict) -> str:
     m = result["machine"]
+    n, peaks = result["matmul_size"], result["matmul_flops"]
     lines = [
         "# Model throughput (training step: forward + backward)",
         "",
@@ -250,8 +253,8 @@ def markdown(result: dict) -> str:
         f"on {m['device_name']} ({m['threads']} threads), torch {m['torch']}."
         + (" **Quick smoke run: tiny models, not the full benchmark.**" if result["quick"] else ""),
         "",
-        f"Matmul peak measured in the same run (2048x2048): fp32 {result['matmul_flops']['fp32'] / 1e9:.1f} "
-        f"GFLOP/s, bf16 {result['matmul_flops']['bf16'] / 1e9:.1f} GFLOP/s. Memory: {m['mem_note']}.",
+        f"Matmul peak measured in the same run ({n}x{n}): fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, "
+        f"bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s. Memory: {m['mem_note']}.",
         "",
         "| config | step (ms) | frames/s | GFLOP/step | GFLOP/s | of fp32 peak | of own-dtype peak "
         "| peak mem (MiB) |",
@@ -291,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
     ap.add_argument("--only", default=None, help="substring filter on configuration labels")
+    ap.add_argument("--matmul-size", type=int, default=None, help="n of the n x n peak matmul (default 2048)")
     args = ap.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.threads:
@@ -300,11 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     if not configs:
         print(f"no configuration matches --only {args.only!r}", file=sys.stderr)
         return 2
+    n = args.matmul_size or 2048
     peaks = {
-        "fp32": matmul_flops(device, torch.float32, min_time=0.2 if args.quick else 1.0),
-        "bf16": matmul_flops(device, torch.bfloat16, min_time=0.2 if args.quick else 1.0),
+        "fp32": matmul_flops(device, torch.float32, n=n, min_time=0.2 if args.quick else 1.0),
+        "bf16": matmul_flops(device, torch.bfloat16, n=n, min_time=0.2 if args.quick else 1.0),
     }
-    print(f"matmul 2048^2: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
+    print(f"matmul {n}^2: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
     rows = []
     for cfg in configs:
         row = run_config(cfg, device, warmup=args.warmup, iters=iters)
@@ -329,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             else "increase of process peak RSS (ru_maxrss) per configuration, a lower bound",
         },
         "matmul_flops": peaks,
+        "matmul_size": n,
         "results": rows,
         "targets": targets,
     }

@@ -1,4 +1,4 @@
-"""CachedClipDataset: shapes, exact normalisation, shared frame indices and flip, determinism, splits, errors."""
+"""CachedClipDataset: shapes, exact normalisation, shared indices and flip, determinism, splits, errors."""
 
 from __future__ import annotations
 

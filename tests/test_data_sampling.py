@@ -92,3 +92,17 @@ def test_maybe_flip_one_coin_for_all_modalities():
     assert flipped + kept == 200 and 70 < flipped < 130
     assert all(np.array_equal(maybe_flip(s, rng, p=0.0)["rgb"], s["rgb"]) for _ in range(5))
     assert all(np.array_equal(maybe_flip(s, rng, p=1.0)["rgb"], s["rgb"][:, :, ::-1]) for _ in range(5))
+
+
+def test_flip_negates_every_x_component_of_stacked_flow():
+    """Stacked flow [x1, y1, x2, y2] (L = 2): both x channels change sign, both y channels only move."""
+    from modistill.data.sampling import flip_arrays
+
+    flow = np.arange(1 * 2 * 3 * 4, dtype=np.float32).reshape(1, 2, 3, 4) + 1.0  # (T, H, W, 2L)
+    out = flip_arrays({"flow": flow}, flow_keys=("flow",))["flow"]
+    mirrored = flow[:, :, ::-1, :]
+    np.testing.assert_array_equal(out[..., 0::2], -mirrored[..., 0::2])
+    np.testing.assert_array_equal(out[..., 1::2], mirrored[..., 1::2])
+    q = np.full((1, 2, 3, 4), 200, np.uint8)
+    outq = flip_arrays({"flow": q}, flow_keys=("flow",))["flow"]
+    assert (outq[..., 0::2] == 55).all() and (outq[..., 1::2] == 200).all()

@@ -266,7 +266,9 @@ def test_train_config_validation():
     with pytest.raises(ValueError, match="lr_milestones"):
         TrainConfig(lr_milestones=[0])
     # YAML 1.1 reads "1e-3" as a string: the error says so instead of failing later inside the optimizer.
-    with pytest.raises(ValueError, match=r"lr must be a number, got '1e-3' \(str\); epochs must be >= 0"):
+    with pytest.raises(
+        ValueError, match=r"epochs must be >= 0, got -1; lr must be a number, got '1e-3' \(str\)"
+    ):
         TrainConfig(lr="1e-3", epochs=-1)
     with pytest.raises(ValueError, match="unknown TrainConfig keys: \\['lrr'\\]"):
         TrainConfig.from_dict({"lrr": 1})

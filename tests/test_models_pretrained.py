@@ -185,7 +185,8 @@ def test_video_stream_loading_keeps_temporal_identity(tmp_path: Path) -> None:
     stream.eval()
     clips = torch.randn(1, 3, 3, 32, 32)
     frames = stream.backbone(clips.reshape(3, 3, 32, 32))
-    assert torch.allclose(stream(clips).frame_logits[0], frames, atol=1e-5)
+    scale = frames.abs().max().item()  # random BN statistics give large logits; compare relative to them
+    assert torch.allclose(stream(clips).frame_logits[0], frames, atol=1e-5 * scale, rtol=1e-5)
 
 
 def test_streamspec_pretrained_path(tmp_path: Path) -> None:

@@ -29,6 +29,11 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> None:
                 m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
 
 
+def rel_close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-5) -> bool:
+    """float32 equality up to rounding, relative to the tensors' scale (memory layouts round differently)."""
+    return bool((a - b).abs().max() <= rel * b.abs().max())
+
+
 def temporal_loop(x: torch.Tensor, weight: torch.Tensor, frames: int) -> torch.Tensor:
     """Reference: y_t = sum_k W_k x_{t+k-1}, zero outside [0, T) — per frame, per tap, explicit loops."""
     n, c, h, w = x.shape
@@ -124,7 +129,7 @@ def test_resnet50_dropin_equals_stream_forward() -> None:
     stream.backbone.load_state_dict(model2d.state_dict())  # torchvision-named keys load unchanged
     clips = torch.randn(1, 3, 3, 32, 32)
     ref = model2d(clips.reshape(3, 3, 32, 32))
-    assert torch.allclose(stream(clips).frame_logits[0], ref, atol=1e-5, rtol=1e-4)
+    assert rel_close(stream(clips).frame_logits[0], ref)
 
 
 def test_stream_keys_and_temporal_placement() -> None:
@@ -157,7 +162,7 @@ def test_stream_memory_format_does_not_change_values() -> None:
     clips = torch.randn(2, 2, 3, 32, 32)
     oa, ob = a(clips), b(clips)
     assert oa.features["layer1"].is_contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(oa.frame_logits, ob.frame_logits, atol=1e-5)
+    assert rel_close(oa.frame_logits, ob.frame_logits)
 
 
 def test_stream_gradients_reach_temporal_and_backbone() -> None:

@@ -17,7 +17,8 @@ from ._common import add_overrides, fail, setup_logging
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="base experiment YAML")
     parser.add_argument("--variants", nargs="+", default=["table2"],
-                        help="variant names or sets (table2, connections, losses, all); default: table2")
+                        help="variant names or sets (table2, connections, losses, all, motion); "
+                        "default: table2")
     parser.add_argument("--list", action="store_true", help="list the variants and exit")
     add_overrides(parser)
     parser.set_defaults(func=run)
@@ -54,10 +55,12 @@ def run(args: argparse.Namespace) -> int:
         rows += variant_rows(v, {n: r.result for n, r in runs.items()})
     D.cleanup()
     col = paper_column(base.data.protocol)
-    rows.sort(key=lambda r: (int(r["row"]), r["variant"]))
+    # Paper rows are numbers, motion rows "M1".."M5": numbers first, in numeric order, then the labels.
+    rows.sort(key=lambda r: (0, int(r["row"]), "", r["variant"]) if str(r["row"]).isdigit()
+              else (1, 0, str(r["row"]), r["variant"]))
     lines = ["| row | variant | stage | evaluation | ours | paper |", "|---|---|---|---|---|---|"]
     for r in rows:
-        p = TABLE2[r["row"]][col]
+        p = TABLE2[r["row"]][col] if r["row"] in TABLE2 else None  # motion rows have no paper number
         lines.append(f"| {r['row']} | {r['variant']} | {r['stage']} | {r['evaluation']} | "
                      f"{100 * r['accuracy']:.2f} | {'-' if p is None else f'{p:.2f}'} |")
     table = "\n".join(lines) + "\n"

@@ -1,5 +1,7 @@
-"""`modistill demo [--quick] [--out DIR]`: synthetic NTU-format data -> the four-step recipe over 3 seeds ->
-robustness study -> report (DIR/report.md, DIR/report.html, DIR/metrics.json)."""
+"""`modistill demo [--quick] [--out DIR] [--method depth|motion|both]`: synthetic NTU-format data -> the
+four-step recipe over 3 seeds -> robustness study -> report (DIR/report.md, report.html, metrics.json).
+``--method motion`` runs the motion-distillation variants instead (flow added to the cache; docs/motion.md),
+``both`` runs the two, with the motion table as its own report section."""
 
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1 2; quick: 0)")
     parser.add_argument("--workers", type=int, default=2, help="processes for data generation/preparation")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--method", choices=("depth", "motion", "both"), default="depth",
+                        help="privileged modality: depth (the paper's four steps, default), motion (optical "
+                        "flow distillation) or both")
     add_overrides(parser)
     parser.set_defaults(func=run)
 
@@ -25,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         paths = run_demo(args.out, quick=args.quick, seeds=args.seeds, workers=args.workers,
-                         overrides=args.overrides, progress=not args.no_progress)
+                         overrides=args.overrides, progress=not args.no_progress, method=args.method)
     finally:
         D.cleanup()
     if paths:

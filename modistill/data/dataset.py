@@ -3,27 +3,27 @@
 An item is ``{"rgb": (T, 3, S, S) float32, "depth": (T, 3, S, S) float32, "label": int64 scalar tensor,
 "sample": str, "index": int}`` (one key per requested modality). Choices, with their sources:
 
-- Frames: ``T`` (default 5, REF §3) indices among the ``F`` frames kept in the cache, by
-  `modistill.data.sampling.sample_indices`: ``"train"`` mode in training (the released code's even/random mix,
-  REF §4), ``"even"`` otherwise; the SAME indices for every modality of a sample (REF §4).
-- Flip: training only, one horizontal flip with p = 0.5 shared by all modalities (`sampling.maybe_flip`, REF §4;
-  flow modalities also negate x).
-- Normalisation: plain ``(x / 255 - mean) / std`` with the ImageNet mean/std (torchvision's values) for RGB and
-  for the encoded depth too, since the depth stream is ImageNet-initialised (REF §4). No clipping: REF §4 notes
-  that a clipped mean subtraction once kept an RGB stream from learning. Flow uses mean = std = 0.5.
-- Determinism: the randomness of item ``i`` comes from ``np.random.default_rng([seed, epoch, i])``, so it does
-  not depend on DataLoader workers or on the order items are read; call ``set_epoch(e)`` before each epoch
-  (a resumed run then sees exactly the samples/augmentations of an uninterrupted one). With
+- Frames: ``T`` (default 5, REF §3) indices among the ``F`` frames kept in the cache, from
+  `modistill.data.sampling.sample_indices`: ``"train"`` mode in training (the released code's even/random
+  mix, REF §4), ``"even"`` otherwise; the SAME indices for every modality of a sample (REF §4).
+- Flip: training only, one horizontal flip with p = 0.5 shared by all modalities (`sampling.maybe_flip`,
+  REF §4; flow modalities also negate x).
+- Normalisation: plain ``(x / 255 - mean) / std`` with the ImageNet mean/std (torchvision's values) for RGB
+  and for the encoded depth too, since the depth stream is ImageNet-initialised (REF §4). No clipping: REF §4
+  notes that a clipped mean subtraction once kept an RGB stream from learning. Flow uses mean = std = 0.5.
+- Determinism: the randomness of item ``i`` comes from ``np.random.default_rng([seed, epoch, i])``, so it
+  does not depend on DataLoader workers or on the order items are read; call ``set_epoch(e)`` before each
+  epoch (a resumed run then sees exactly the samples/augmentations of an uninterrupted one). With
   ``persistent_workers=True`` the workers keep the dataset copy they started with, so use non-persistent
   workers (the default) or recreate the loader after ``set_epoch``.
 - ``clips_per_video=C`` (evaluation): each video yields C items, clip ``c`` taking the frames
-  ``floor((j + (c + 0.5) / C) * F / T)``, j = 0..T-1 (C evenly offset copies of the "even" sampling; C = 1 is
-  exactly "even"). Items of one video are consecutive (``index // C`` is the video) and share ``"sample"``, so
-  an evaluator can average their logits per sample. In training mode every clip is sampled at random anyway.
-- Splits: ``split`` in "train"/"val"/"test" applies the NTU protocol (`ntu.split_with_validation`, including the
-  paper's validation rules) to the names listed in ``<cache>/samples.txt`` (all source samples, written by
-  `modistill prepare`), so a failed sample never shifts the cross-view validation draw. A split sample that is
-  not in the cache is an error (``on_missing="error"``) or skipped with a warning (``"skip"``).
+  ``floor((j + (c + 0.5) / C) * F / T)``, j = 0..T-1 (C evenly offset copies of the "even" sampling; C = 1
+  is exactly "even"). Items of one video are consecutive (``index // C`` is the video) and share
+  ``"sample"``, so an evaluator can average their logits per sample. Training draws every clip at random.
+- Splits: ``split`` in "train"/"val"/"test" applies the NTU protocol (`ntu.split_with_validation`, including
+  the paper's validation rules) to the names listed in ``<cache>/samples.txt`` (all source samples, written
+  by `modistill prepare`), so a failed sample never shifts the cross-view validation draw. A split sample
+  that is not in the cache is an error (``on_missing="error"``) or skipped with a warning (``"skip"``).
 """
 
 from __future__ import annotations
@@ -59,9 +59,8 @@ def _norm_stats(modality: str, channels: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 def clip_indices(num_frames: int, k: int, clip: int, clips: int) -> np.ndarray:
-    """Evaluation indices of clip ``clip`` of ``clips``: ``floor((j + (clip + 0.5) / clips) * N / k)``, (k,) int64.
-
-    ``clips == 1`` equals `sample_indices(N, k, "even")`.
+    """Evaluation frame indices ``(k,)`` int64 of clip ``clip`` of ``clips`` over ``N = num_frames``:
+    ``floor((j + (clip + 0.5) / clips) * N / k)``; ``clips == 1`` equals `sample_indices(N, k, "even")`.
     """
     if not 0 <= clip < clips:
         raise ValueError(f"clip must be in [0, {clips}), got {clip}")
@@ -139,8 +138,9 @@ class CachedClipDataset(Dataset):
         absent = [n for n in wanted if n not in by_name]
         if absent:
             msg = (
-                f"{self.root}: {len(absent)} of {len(wanted)} samples of split {split!r} are not in the cache "
-                f"(first: {', '.join(absent[:5])}); see {self.root}/failures*.jsonl or re-run `modistill prepare`"
+                f"{self.root}: {len(absent)} of {len(wanted)} samples of split {split!r} are not in the "
+                f"cache (first: {', '.join(absent[:5])}); see {self.root}/failures*.jsonl or re-run "
+                "`modistill prepare`"
             )
             if on_missing == "error":
                 raise C.CacheError(msg + "; pass on_missing='skip' to train without them")
@@ -154,7 +154,8 @@ class CachedClipDataset(Dataset):
                     if not C.array_path(self.root, m, rec["name"]).is_file():
                         raise C.CacheError(
                             f"{C.array_path(self.root, m, rec['name'])}: cached {m} array of sample "
-                            f"{rec['name']} is missing although the index lists it (re-run `modistill prepare`)"
+                            f"{rec['name']} is missing although the index lists it (re-run "
+                            "`modistill prepare`)"
                         )
         self.samples = [r["name"] for r in self.records]
         labels = [int(r["label"]) for r in self.records]
@@ -211,9 +212,8 @@ class CachedClipDataset(Dataset):
         for m in self.modalities:
             arr = C.load_array(self.root, m, rec["name"], mmap=True)
             if arr.shape[0] != rec["frames"]:
-                raise C.CacheError(
-                    f"{C.array_path(self.root, m, rec['name'])}: {arr.shape[0]} frames, index says {rec['frames']}"
-                )
+                path = C.array_path(self.root, m, rec["name"])
+                raise C.CacheError(f"{path}: {arr.shape[0]} frames, but the index says {rec['frames']}")
             arrays[m] = np.ascontiguousarray(arr[idx])  # (T, S, S, C) uint8, read from the mmap
         if self.flip_p > 0:
             flows = [m for m in arrays if m.startswith("flow")]

@@ -73,8 +73,9 @@ def flip_arrays(
 ) -> dict[str, np.ndarray]:
     """Flip every array horizontally (the W axis of ``layout``, "THWC" or "TCHW"; "HWC"/"CHW" also work).
 
-    For ``flow_keys`` the x displacement (channel 0) changes sign too (REF §6): float flow is negated;
-    uint8 flow quantised as ``(f + 20) / 40 * 255`` maps ``v -> 255 - v``.
+    For ``flow_keys`` the x displacements change sign too (REF §6): channels 0, 2, 4, ... of flow stacked as
+    ``[x1, y1, x2, y2, ...]`` (modistill.data.flow); float flow is negated; uint8 flow quantised as
+    ``(f + 20) / 40 * 255`` maps ``v -> 255 - v``.
     """
     if layout not in ("THWC", "TCHW", "HWC", "CHW"):
         raise ValueError(f"flip_arrays: unknown layout {layout!r}")
@@ -90,7 +91,7 @@ def flip_arrays(
         f = np.flip(a, axis=w_axis).copy()
         if key in flow:
             sl = [slice(None)] * f.ndim
-            sl[c_axis] = 0
+            sl[c_axis] = slice(0, None, 2)  # every x component of a stack of L flow fields
             x = f[tuple(sl)]
             if f.dtype == np.uint8:
                 f[tuple(sl)] = 255 - x

@@ -19,7 +19,7 @@ from .motion import mars_loss, relation_loss
 
 __all__ = ["LossKind", "LossSpec", "compute_loss", "released_step3_spec", "table2_spec"]
 
-LossKind = Literal["ce", "hall", "gd", "eq7", "hoffman", "relation", "mars"]
+LossKind = Literal["ce", "hall", "gd", "eq7", "hoffman", "relation", "mars", "relation_mars"]
 DistillKind = Literal["hall", "gd", "eq7"]
 
 
@@ -36,6 +36,7 @@ class LossSpec:
         ``hoffman_ce`` plus the ``hoffman_distill`` term (eq. 3, 5 or 7) of ``student`` vs ``teacher``.
         ``"relation"``: ``ce_weight * CE(classify) + relation (Gram) loss`` (REF §6, our reconstruction).
         ``"mars"``: MARS, ``CE(classify) + mars_alpha * MSE(pooled student, pooled teacher)`` (REF §6).
+        ``"relation_mars"``: both motion terms, ``CE(classify) + mars_alpha * MSE + relation`` (one CE).
     classify: ``"fused"`` (``out.logits``) or a stream name; ``None`` = ``"fused"`` for ``"ce"`` and the
         ``student`` stream for ``"relation"`` / ``"mars"`` (whose fused output may include the teacher).
     student / teacher: stream names; the teacher is always detached (a target, never trained by these terms).
@@ -88,7 +89,8 @@ class LossSpec:
             raise ValueError(f"student and teacher must be different streams, both are {self.student!r}")
         if self._distill_kind in ("hall", "eq7") and not self.hall_layers:
             raise ValueError("hall_layers is empty: eq. 3 needs at least one layer, e.g. {layer4: 1.0}")
-        if self.kind == "relation" and not self.relation_layers and self.temporal_weight == 0:
+        relation = self.kind in ("relation", "relation_mars")
+        if relation and not self.relation_layers and self.temporal_weight == 0:
             raise ValueError("relation loss with no relation_layers and temporal_weight 0 is empty")
 
     @property
@@ -118,7 +120,7 @@ class LossSpec:
             names.update((self.student, self.teacher))
         else:
             names.update((self.student, self.teacher))
-            if self.kind in ("relation", "mars"):
+            if self.kind in ("relation", "mars", "relation_mars"):
                 names.add(self.classify_target())
         names.discard("fused")
         return names
@@ -210,6 +212,38 @@ def _video_pooled(feat: Tensor, frames: int) -> Tensor:
     return feat.reshape(feat.shape[0] // frames, frames, -1).mean(dim=1)
 
 
+def _relation(spec: LossSpec, out: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """The relation (Gram) term of ``spec.student`` against ``spec.teacher``, without CE."""
+    s, t = _stream(out, spec.student, spec), _stream(out, spec.teacher, spec)
+    return relation_loss(
+        s.features,
+        t.features,
+        spec.relation_layers,
+        T=_frames(out, spec.student, spec),
+        temporal_weight=spec.temporal_weight,
+        temporal_layer=spec.temporal_layer,
+    )
+
+
+def _mars(spec: LossSpec, out: Any, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """MARS: CE on the classify logits + ``mars_alpha`` * MSE of the video-pooled features."""
+    s, t = _stream(out, spec.student, spec), _stream(out, spec.teacher, spec)
+    for role, st in (("student", s), ("teacher", t)):
+        if spec.mars_feature not in st.features:
+            raise KeyError(
+                f"loss {spec.kind!r}: feature {spec.mars_feature!r} missing from the {role} stream "
+                f"(available: {sorted(st.features)})"
+            )
+    frames = _frames(out, spec.student, spec)
+    return mars_loss(
+        _logits(out, spec.classify_target(), spec),
+        labels,
+        _video_pooled(s.features[spec.mars_feature], frames),
+        _video_pooled(t.features[spec.mars_feature], frames),
+        alpha=spec.mars_alpha,
+    )
+
+
 def compute_loss(spec: LossSpec, out: Any, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
     """Evaluate ``spec`` on a model output.
 
@@ -238,35 +272,18 @@ def compute_loss(spec: LossSpec, out: Any, labels: Tensor) -> tuple[Tensor, dict
         parts.update(p)
         total = sum(terms, distill)
     elif kind == "relation":
-        s, t = _stream(out, spec.student, spec), _stream(out, spec.teacher, spec)
-        total, parts = relation_loss(
-            s.features,
-            t.features,
-            spec.relation_layers,
-            T=_frames(out, spec.student, spec),
-            temporal_weight=spec.temporal_weight,
-            temporal_layer=spec.temporal_layer,
-        )
+        total, parts = _relation(spec, out)
         if spec.ce_weight > 0:
             ce, _ = cross_entropy_loss(_logits(out, spec.classify_target(), spec), labels)
             parts["ce"] = ce
             total = total + spec.ce_weight * ce
     elif kind == "mars":
-        s, t = _stream(out, spec.student, spec), _stream(out, spec.teacher, spec)
-        for role, st in (("student", s), ("teacher", t)):
-            if spec.mars_feature not in st.features:
-                raise KeyError(
-                    f"loss 'mars': feature {spec.mars_feature!r} missing from the {role} stream "
-                    f"(available: {sorted(st.features)})"
-                )
-        frames = _frames(out, spec.student, spec)
-        total, parts = mars_loss(
-            _logits(out, spec.classify_target(), spec),
-            labels,
-            _video_pooled(s.features[spec.mars_feature], frames),
-            _video_pooled(t.features[spec.mars_feature], frames),
-            alpha=spec.mars_alpha,
-        )
+        total, parts = _mars(spec, out, labels)
+    elif kind == "relation_mars":
+        rel, parts = _relation(spec, out)
+        mars, p = _mars(spec, out, labels)
+        parts.update(p)
+        total = mars + rel
     else:  # pragma: no cover - LossSpec.__post_init__ rejects unknown kinds
         raise ValueError(f"unknown loss kind {kind!r}")
     parts = dict(parts)

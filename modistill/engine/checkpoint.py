@@ -113,8 +113,19 @@ def _fsync_dir(folder: Path) -> None:
 
 def _temp_path(final: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    # mkstemp creates 0600 files; results and checkpoints are meant to be shared like any other output.
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     return Path(name)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -25,7 +25,7 @@ def split_tensors(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tens
             key = path or "value"
             while key in tensors:  # dotted dict keys could collide with nested paths
                 key += "~"
-            tensors[key] = o.detach().cpu().contiguous().clone()
+            tensors[key] = o.detach().to("cpu", copy=True).contiguous()  # one copy, never shared
             return {"__tensor__": key}
         if isinstance(o, tuple):
             return {"__tuple__": [enc(v, f"{path}.{i}") for i, v in enumerate(o)]}

@@ -128,7 +128,7 @@ class VideoStream(nn.Module):
         """layer4 output (B*T, C, h, w) -> :class:`StreamOutput` (adds ``features["pooled"]``)."""
         pooled = self.backbone.pool(x)
         features["pooled"] = pooled
-        frame_logits = self.backbone.fc(pooled).view(batch, frames, -1)
+        frame_logits = self.backbone.fc(pooled).view(-1, frames, self.num_classes)  # -1: B stays dynamic
         return StreamOutput(
             frame_logits=frame_logits, video_logits=frame_logits.mean(dim=1), features=features
         )

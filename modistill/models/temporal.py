@@ -54,7 +54,7 @@ class TemporalConv(nn.Module):
             raise ValueError(f"TemporalConv has {self.channels} channels, got input with {c}")
         if frames < 1 or n % frames:
             raise ValueError(f"batch of {n} frames is not a whole number of clips of T={frames}")
-        v = x.reshape(n // frames, frames, c, h * w).transpose(1, 2)  # (B, C, T, H*W), a view
+        v = x.reshape(-1, frames, c, h * w).transpose(1, 2)  # (B, C, T, H*W), a view; -1 keeps B dynamic
         y = F.conv2d(v, self.weight, padding=(1, 0))  # zero padding in time
         return y.transpose(1, 2).reshape(n, c, h, w)
 

@@ -2,6 +2,11 @@
 
 Each variant is a set of config overrides plus the stages it needs; all variants share one ``out_dir``, so the
 content-addressed stages they have in common (step 1, often step 2) are trained once (runner.py).
+
+The ``motion_*`` variants ablate the motion-distillation recipe (recipes/motion.py, our reconstruction of
+Lu et al. 2020, REF §6): its rows are labelled ``M1``..``M5`` (row ``2`` is the shared RGB stage) and they
+need a cache with flow (``modistill prepare --flow``). Set ``motion`` holds them; ``all`` stays the depth
+method's variants.
 """
 
 from __future__ import annotations
@@ -51,18 +56,41 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
                                     "recipe.hall_layers={layer4: 0.01}", "recipe.student_temperature=true"),
             None, ("8", "13", "15")),
 ]}
+_DEPTH_VARIANTS = tuple(VARIANTS)
+
+_M = ("recipe.name=motion",)
+_MS = ("motion_flow", "step1_rgb", "motion_student", "motion_final")
+VARIANTS.update({v.name: v for v in [
+    Variant("motion", "motion distillation: relation loss, attention fusion; flow teacher, RGB-only and "
+            "two-stream baselines", _M, None, ("M1", "2", "M3", "M4", "M5")),
+    Variant("motion_none", "control: the same student trained with CE only (no distillation)",
+            (*_M, "recipe.motion_loss=none"), ("step1_rgb", "motion_student", "motion_final"), ("M4", "M5")),
+    Variant("motion_mars", "MARS baseline: CE + 50 MSE of pooled features", (*_M, "recipe.motion_loss=mars"),
+            _MS, ("M4", "M5")),
+    Variant("motion_both", "relation loss + MARS", (*_M, "recipe.motion_loss=both"), _MS, ("M4", "M5")),
+    Variant("motion_mean", "relation student, late fusion (mean of logits) instead of attention",
+            (*_M, "recipe.motion_fusion=mean"), _MS, ("M5",)),
+    Variant("motion_temporal", "relation loss plus the frame-to-frame relation term (weight 1)",
+            (*_M, "recipe.temporal_weight=1.0"), _MS, ("M4", "M5")),
+    Variant("motion_scratch", "relation student trained from scratch instead of from the RGB stage",
+            (*_M, "recipe.motion_init=scratch"), _MS, ("M4", "M5")),
+]})
 
 SETS: dict[str, tuple[str, ...]] = {
     "table2": ("paper", "hoffman_eq3", "hoffman_gd", "hoffman_eq7", "step2_no_connections",
                "step3_eq3_no_connections", "step3_eq3", "step3_gd", "step3_no_connections"),
     "connections": ("paper", "step2_no_connections", "step3_no_connections", "inverted"),
     "losses": ("paper", "step3_eq3", "step3_gd"),
-    "all": tuple(VARIANTS),
+    "all": _DEPTH_VARIANTS,
+    "motion": ("motion", "motion_none", "motion_mars", "motion_both", "motion_mean"),
+    # What `modistill demo --method motion` trains (docs/motion.md): the baselines, MARS, relation, the
+    # control and the fusion comparison.
+    "motion_demo": ("motion", "motion_none", "motion_mars", "motion_mean"),
 }
 
 
 def resolve_variants(names: list[str]) -> list[Variant]:
-    """Variant names or set names (``table2``, ``connections``, ``losses``, ``all``) -> variants, in order."""
+    """Variant or set names (``table2``, ``connections``, ``losses``, ``all``, ``motion``) -> variants."""
     out: dict[str, Variant] = {}
     for n in names:
         if n in SETS:

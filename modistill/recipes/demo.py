@@ -1,5 +1,6 @@
 """The main job: synthetic NTU-format RGB-D data -> prepared cache -> the four steps over several seeds ->
-robustness study -> report (``modistill demo``).
+robustness study -> report (``modistill demo``). ``method="motion"`` (or ``"both"``) adds optical flow to the
+cache and runs the motion-distillation variants (recipes/motion.py) with their own table in the report.
 
 Every step is cached or resumable: the generator skips finished samples, ``prepare`` skips cached ones, stages
 are content-addressed (a re-run reuses trained stages; a killed one resumes), so running the demo again after an
@@ -60,9 +61,12 @@ def _timed(timings: dict[str, float], key: str):
 
 
 def run_demo(out: str | Path, *, quick: bool = False, seeds: Sequence[int] | None = None, workers: int = 2,
-             overrides: Sequence[str] = (), progress: bool = True) -> dict[str, Path]:
+             overrides: Sequence[str] = (), progress: bool = True, method: str = "depth") -> dict[str, Path]:
     """Run the whole demo into ``out``; returns the report's paths (``out/report.md``, ``out/report.html``,
-    ``out/metrics.json`` and the figures)."""
+    ``out/metrics.json`` and the figures). ``method``: ``"depth"`` (the paper's four steps), ``"motion"``
+    (flow distillation, docs/motion.md) or ``"both"``."""
+    if method not in ("depth", "motion", "both"):
+        raise ValueError(f"method must be 'depth', 'motion' or 'both', got {method!r}")
     import yaml
 
     from modistill.data.prepare import PrepareOptions, prepare_cache
@@ -93,11 +97,25 @@ def run_demo(out: str | Path, *, quick: bool = False, seeds: Sequence[int] | Non
             if res.failures:
                 log.warning("%d samples failed to prepare (see %s/failures*.jsonl)", len(res.failures), cache_root)
         D.barrier()
+    if method != "depth":
+        with _timed(timings, "flow_s"):
+            if D.is_main():
+                from modistill.data.prepare_flow import FlowOptions, prepare_flow
+
+                from .motion import DEMO_FLOW_METHOD
+
+                log.info("computing optical flow (%s) in %s", DEMO_FLOW_METHOD, cache_root)
+                fres = prepare_flow(cache_root, options=FlowOptions(method=DEMO_FLOW_METHOD), workers=workers,
+                                    progress=progress)
+                if fres.failures:
+                    log.warning("%d samples have no flow (see %s/flow_failures*.jsonl)", len(fres.failures),
+                                cache_root)
+            D.barrier()
     base_raw = yaml.safe_load(packaged_config(settings.config))
     base_raw["data"]["cache"] = str(cache_root)
     base_raw.setdefault("train", {})["progress"] = progress
     run_dirs = []
-    for seed in seeds:
+    for seed in seeds if method != "motion" else ():
         exp: ExperimentConfig = load_experiment(base_raw, [*overrides, f"train.seed={seed}"])
         exp.out_dir = str(out / "runs" / f"seed{seed}")
         exp.stage_root = str(out / "stages")
@@ -108,6 +126,17 @@ def run_demo(out: str | Path, *, quick: bool = False, seeds: Sequence[int] | Non
         with _timed(timings, "robustness_s"):
             run_robustness(exp.out_dir, seed=seed)  # every rank evaluates its shard; rank 0 writes
         run_dirs.append(exp.out_dir)
+    sections: dict[str, str] = {}
+    motion: dict = {}
+    if method != "depth":
+        from .motion import run_motion_demo
+
+        with _timed(timings, "motion_s"):
+            log.info("motion distillation over seeds %s", list(seeds))
+            motion = run_motion_demo(out, base_raw, seeds, overrides)
+        sections["Motion distillation (flow as the privileged modality)"] = motion["markdown"]
+        if method == "motion":
+            names = motion["class_names"]
     timings["total_s"] = time.perf_counter() - t_start
     if not D.is_main():
         return {}
@@ -118,14 +147,22 @@ def run_demo(out: str | Path, *, quick: bool = False, seeds: Sequence[int] | Non
         f"{len(synth_cfg.get('classes', []))} classes, subjects {synth_cfg.get('subjects')}, cameras "
         f"{synth_cfg.get('cameras')}), prepared at {settings.size}x{settings.size} px, over seeds "
         f"{list(seeds)}. Settings: `{settings.config}` (packaged with modistill); see docs/demo.md."
+        + (" The motion section trains flow-privileged variants on the same data (docs/motion.md)."
+           if method == "both" else "")
         + (" **Quick mode: a smoke test, not a result.**" if quick else "")
     )
+    if method == "motion":
+        intro = intro.replace("The paper's four-step method (Garcia et al., ECCV 2018)",
+                              "Motion distillation (flow teacher -> RGB-only student; docs/motion.md)")
     timing_md = "\n".join(f"- {k[:-2].replace('_', ' ')}: {v:.0f} s" for k, v in timings.items())
-    return write_report(out / "runs", out, class_names=names, extra={
+    sections["Time (this machine)"] = timing_md
+    report_root = out / "runs" if method != "motion" else motion["run_root"]
+    return write_report(report_root, out, class_names=names, extra={
         "title": "modistill demo report" + (" (quick)" if quick else ""),
         "intro": intro,
-        "sections": {"Time (this machine)": timing_md},
+        "sections": sections,
         "metrics": {"timings_s": timings, "seeds": list(seeds), "synthetic_config": synth_cfg,
+                    "method": method, **({"motion": motion["summary"]} if motion else {}),
                     "demo_settings": {"size": settings.size, "cache_frames": settings.cache_frames,
                                       "config": packaged_config(settings.config)}},
     })

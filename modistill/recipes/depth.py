@@ -46,10 +46,20 @@ class RecipeConfig:
     alpha, lam, T: eq. 7, eq. 5, eq. 6 (selected on validation in the paper: 0.5, 0.5, 10).
     student_temperature, t_squared: GD options (released code: student temperature on; Hinton: T^2 too).
     hall_layers, hall_reduction: eq. 3 layers/weights and reduction (released code: {"layer4": 0.01}, "sum").
-    final_fuse: streams averaged by the deployed step-4 model (paper: both).
+    flow_stack: L, consecutive flow fields stacked per sampled frame (2L input channels) for flow streams.
+
+    Motion recipe (``name="motion"``, recipes/motion.py and docs/motion.md; REF §6, our reconstruction):
+    motion_loss: the student's loss against the frozen flow teacher: ``"relation"`` (Gram relation + CE,
+        default), ``"mars"`` (CE + mars_alpha * MSE of pooled features), ``"both"``, or ``"none"`` (CE only:
+        the no-distillation control that measures what the distillation adds).
+    motion_fusion: ``"attention"`` (models/attention_fusion.py, default) or ``"mean"`` (late fusion of logits)
+        for the deployed RGB + student model; attention_reduction: its bottleneck ratio r (default 16).
+    motion_init: the student starts from the RGB stage (``"rgb"``, default) or from ``"scratch"``.
+    relation_layers, temporal_weight: the relation loss's Gram layers/weights and its frame-to-frame term.
+    mars_alpha: MARS feature weight (50 in the MARS code). two_stream: also train the RGB + flow baseline.
     """
 
-    name: Literal["garcia", "hoffman"] = "garcia"
+    name: Literal["garcia", "hoffman", "motion"] = "garcia"
     connections: bool = True
     direction: Literal["depth_to_rgb", "rgb_to_depth"] = "depth_to_rgb"
     variant: Literal["paper", "released"] = "paper"
@@ -64,8 +74,24 @@ class RecipeConfig:
     t_squared: bool = False
     hall_layers: dict[str, float] = field(default_factory=lambda: {"layer4": 1.0})
     hall_reduction: Literal["mean", "sum"] = "mean"
+    flow_stack: int = 1
+    motion_loss: Literal["relation", "mars", "both", "none"] = "relation"
+    motion_fusion: Literal["attention", "mean"] = "attention"
+    motion_init: Literal["rgb", "scratch"] = "rgb"
+    relation_layers: dict[str, float] = field(default_factory=lambda: {"layer4": 1.0})
+    temporal_weight: float = 0.0
+    mars_alpha: float = 50.0
+    attention_reduction: int = 16
+    two_stream: bool = True
 
     def __post_init__(self) -> None:
+        if self.flow_stack < 1 or self.attention_reduction < 1:
+            raise ValueError(f"flow_stack and attention_reduction must be >= 1, got {self.flow_stack}, "
+                             f"{self.attention_reduction}")
+        if self.name == "motion":
+            from .motion import motion_loss_spec
+
+            motion_loss_spec(self)  # validates the motion knobs early, with the field names
         if not self.conn_stages or any(s not in (1, 2, 3, 4) for s in self.conn_stages):
             raise ValueError(f"conn_stages must be a non-empty subset of 1..4, got {self.conn_stages}")
         # Building the loss spec validates alpha, lam, T and the layers early, with the field names.
@@ -189,4 +215,8 @@ def hoffman_recipe(cfg: RecipeConfig) -> list[Stage]:
 
 def build_recipe(cfg: RecipeConfig) -> list[Stage]:
     """The stages ``cfg`` describes."""
+    if cfg.name == "motion":
+        from .motion import motion_recipe  # motion.py imports this module
+
+        return motion_recipe(cfg)
     return garcia_recipe(cfg) if cfg.name == "garcia" else hoffman_recipe(cfg)

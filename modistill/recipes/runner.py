@@ -99,17 +99,25 @@ def stage_dir(exp: ExperimentConfig, stage: Stage, key: str) -> Path:
 def build_network(exp: ExperimentConfig, stage: Stage, num_classes: int,
                   in_channels: dict[str, int] | None = None) -> MultiStreamNet:
     """The stage's :class:`MultiStreamNet` with fresh (or ImageNet, for ``pretrained`` inits) weights."""
-    chans = {**_MODALITY_CHANNELS, **(in_channels or {})}
+    chans = {**_MODALITY_CHANNELS, "flow": 2 * exp.recipe.flow_stack, **(in_channels or {})}
     specs = {}
     for s in stage.streams:
         specs[s.name] = StreamSpec(backbone=exp.model.backbone, modality=s.modality, width=exp.model.width,
                                    in_channels=chans.get(s.modality, 3), temporal=exp.model.temporal)
-    net = MultiStreamNet(specs, num_classes=num_classes, connections=stage.connections,
-                         fuse=stage.fuse, channels_last=exp.model.channels_last)
+    net = MultiStreamNet(specs, num_classes=num_classes, connections=stage.connections, fuse=stage.fuse,
+                         fusion=stage.fusion, fusion_options=dict(stage.fusion_options) or None,
+                         channels_last=exp.model.channels_last)
     for s in stage.streams:
         if s.init == PRETRAINED and exp.model.pretrained:
             load_pretrained(net.streams[s.name], exp.model.pretrained)
     return net
+
+
+def init_seed(seed: int, stage_name: str) -> int:
+    """The torch seed a stage's fresh weights are drawn with: a function of ``(train.seed, stage name)`` only,
+    not of what ran earlier in the process, so a stage (one key) trains the same whether it runs alone, after
+    other stages, or in another process."""
+    return derive_seed(seed, int(hashlib.sha256(stage_name.encode()).hexdigest()[:8], 16))
 
 
 def _init_from_stages(net: MultiStreamNet, stage: Stage, dirs: dict[str, Path]) -> None:
@@ -184,11 +192,8 @@ def run_stage(exp: ExperimentConfig, stage: Stage, key: str, dirs: dict[str, Pat
         log.info("%s: reusing %s", stage.name, out)
         return StageRun(stage, key, out, json.loads(result_file.read_text()), reused=True)
     tcfg = stage_train_config(exp, stage)
-    # Fresh weights depend on (train.seed, stage name) only, not on what ran earlier in this process: a stage
-    # (one key) must train the same whether it runs alone, after other stages, or in another process.
-    name_seed = int(hashlib.sha256(stage.name.encode()).hexdigest()[:8], 16)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(tcfg.seed, name_seed))
+        torch.manual_seed(init_seed(tcfg.seed, stage.name))
         net = build_network(exp, stage, num_classes)
     _init_from_stages(net, stage, dirs)
     for name in stage.frozen:
@@ -202,7 +207,7 @@ def run_stage(exp: ExperimentConfig, stage: Stage, key: str, dirs: dict[str, Pat
     sr = train_stage(net, loss_fn=_loss_fn(stage), predict_fn=predictor(stage.evaluate), train_set=train_set,
                      val_set=val_set if len(val_set) else None, cfg=tcfg, run_dir=out, config_dict=cfg_dict,
                      resume=resume or (out / "checkpoints" / "last.json").exists(), num_classes=num_classes,
-                     stage=stage.name)
+                     stage=stage.name, val_clips_per_video=exp.data.clips_per_video)
     test_sets: dict[tuple[str, ...], Dataset] = {}
 
     def test_set(inputs: tuple[str, ...]) -> Dataset:

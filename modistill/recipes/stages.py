@@ -75,6 +75,8 @@ class Stage:
     evaluate: the evaluation used for model selection and reported as the stage's result.
     extra: further evaluations reported from the best weights (e.g. each stream of the teacher alone).
     fuse: the streams whose predictions are fused (default: all).
+    fusion: a registered fusion module (``"mean"``: late fusion of logits, the paper's; ``"attention"``: the
+        learned attention fusion of models/attention_fusion.py) with its ``fusion_options`` as (key, value) pairs.
     """
 
     name: str
@@ -86,6 +88,8 @@ class Stage:
     connections: tuple[Connection, ...] = ()
     extra: tuple[Evaluation, ...] = ()
     fuse: tuple[str, ...] | None = None
+    fusion: str = "mean"
+    fusion_options: tuple[tuple[str, Any], ...] = ()
     paper_row: str = ""
     epochs_scale: float = 1.0
     notes: str = ""
@@ -156,6 +160,15 @@ def validate_recipe(stages: list[Stage]) -> None:
                 raise ValueError(f"{where}: evaluation {ev.name!r} runs streams that read {sorted(need)}, "
                                  f"not in its inputs {ev.inputs}")
         reached = st.loss.streams_needed()
+        if st.loss.uses_teacher:
+            # Every distillation term detaches its teacher (distill/terms.py): reading it trains nothing, only
+            # a classification term on it (Hoffman's per-stream CE) or a connection out of it does.
+            reached.discard(st.loss.teacher)
+            if st.loss.kind == "hoffman":
+                reached |= set(st.loss.hoffman_ce)
+            elif st.loss.kind in ("relation", "mars"):
+                reached.add(st.loss.classify_target())
+            reached.discard("fused")
         if st.loss.kind in ("ce", "hoffman", "relation", "mars") and st.loss.classify_target() == "fused":
             reached |= set(st.fuse or names)
         idle = [n for n in st.trainable if n not in reached and not _fed_by_connection(st, n, reached)]

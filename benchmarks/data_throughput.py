@@ -1,0 +1,235 @@
+"""Data throughput: `modistill prepare` samples/s (1 and 2 workers) and CachedClipDataset loader clips/s
+(DataLoader with 0, 1, 2 workers, batch 8), compared with what a training step consumes.
+
+    python benchmarks/data_throughput.py --quick          # smoke test: "tiny" synthetic set, seconds
+    python benchmarks/data_throughput.py                  # "small" synthetic set (144 samples), minutes
+    python benchmarks/data_throughput.py --src DIR        # an existing NTU-layout root instead
+
+The synthetic data (modistill.data.synth) is generated in a temporary folder. Its RGB is 320x180 (160x90 with
+--quick), far smaller than NTU's 1920x1080, whose decoding dominates preparing real NTU; so when the NTU
+fixtures are present (MODISTILL_NTU_FIXTURES) the script also times decoding F evenly spaced frames of the
+real 1080p fixture video and projects a per-sample cost for NTU. Training consumption comes from
+benchmarks/results/model_throughput.json (frames/s of a training step / T frames per clip = clips/s) when it
+exists, else "n/a". Rates are wall-clock on whatever else the machine is doing: compare within one run.
+Results: benchmarks/results/data_throughput.json, and the block between the markers in docs/prepare.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script from a checkout without installing
+    sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from modistill.data.dataset import CachedClipDataset  # noqa: E402
+from modistill.data.prepare import PrepareOptions, prepare_cache  # noqa: E402
+
+MD_BEGIN, MD_END = "<!-- data_throughput:begin -->", "<!-- data_throughput:end -->"
+NTU60_SAMPLES = 56_880
+
+
+def bench_prepare(src: Path, work: Path, opts: PrepareOptions, workers: int) -> dict:
+    out = work / f"cache_w{workers}"
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    res = prepare_cache(out, src, options=opts, workers=workers)
+    dt = time.perf_counter() - t0
+    if res.failures:
+        raise RuntimeError(f"prepare failed on {len(res.failures)} samples: {res.failures[:3]}")
+    n = len(res.done)
+    return {"workers": workers, "samples": n, "seconds": dt, "samples_per_s": n / dt, "cache": str(out)}
+
+
+def bench_loader(cache: Path, workers: int, batch: int, batches: int, frames: int) -> dict:
+    """Steady-state clips/s: one long epoch (sampling with replacement) so worker start-up is paid once,
+    and the first batch (which pays it) is not timed."""
+    ds = CachedClipDataset(cache, None, frames=frames, train=True)
+    sampler = torch.utils.data.RandomSampler(ds, replacement=True, num_samples=batch * (batches + 1))
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers)
+    n_clips, t0 = 0, None
+    for b in loader:
+        if t0 is None:
+            t0 = time.perf_counter()
+            continue
+        n_clips += b["rgb"].shape[0]
+    dt = time.perf_counter() - t0
+    return {"workers": workers, "batch": batch, "clips": n_clips, "seconds": dt, "clips_per_s": n_clips / dt}
+
+
+def bench_ntu_decode(frames: int, size: int) -> dict | None:
+    """Decode ``frames`` evenly spaced frames of the real 1080p NTU fixture video and crop-resize them."""
+    import numpy as np
+
+    from modistill.data.align import Alignment, crop_aligned
+    from modistill.data.sampling import sample_indices
+    from modistill.data.video import read_video_frames, video_frame_count
+
+    fx = Path(os.environ.get("MODISTILL_NTU_FIXTURES", REPO.parent / "shared" / "fixtures" / "ntu"))
+    video = fx / "S001C001P001R001A001_rgb.avi"
+    if not video.is_file():
+        return None
+    n = video_frame_count(video)
+    idx = sample_indices(n, frames, "even")
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        rgb = read_video_frames(video, idx)
+        depth = np.ones((frames, 424, 512), np.uint16)  # no NTU depth is public: a stand-in for the crop
+        crop_aligned(rgb, depth, Alignment(scale=2.9, tx=230.0, ty=-50.0), size)
+        times.append(time.perf_counter() - t0)
+    t = sorted(times)[1]
+    return {
+        "video": video.name,
+        "frames_decoded_upto": int(idx.max()) + 1,
+        "seconds_per_sample": t,
+        "ntu60_core_hours": NTU60_SAMPLES * t / 3600,
+    }
+
+
+def training_rates(frames: int) -> list[dict] | None:
+    path = REPO / "benchmarks" / "results" / "model_throughput.json"
+    if not path.is_file():
+        return None
+    try:
+        rows = json.loads(path.read_text())["results"]
+        return [
+            {
+                "label": r["label"],
+                "device": r.get("device", ""),
+                "frames_per_s": r["frames_per_s"],
+                "clips_per_s": r["frames_per_s"] / r.get("frames", frames),
+            }
+            for r in rows
+        ]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def table(result: dict) -> str:
+    lines = [
+        f"Generated by `benchmarks/data_throughput.py{' --quick' if result['quick'] else ''}` on "
+        f"{result['machine']['cpus']} CPUs, {result['data']}."
+        + (
+            " **Quick smoke run: tiny data, few batches; not the full benchmark.**" if result["quick"] else ""
+        ),
+        "",
+        "| stage | workers | rate |",
+        "|---|---:|---:|",
+    ]
+    for p in result["prepare"]:
+        lines.append(
+            f"| prepare ({p['samples']} samples) | {p['workers']} | {p['samples_per_s']:.2f} samples/s |"
+        )
+    for q in result["loader"]:
+        lines.append(f"| loader (batch {q['batch']}, T={result['frames_per_clip']}) | {q['workers']} "
+                     f"| {q['clips_per_s']:.1f} clips/s |")  # fmt: skip
+    d = result["ntu_decode"]
+    if d:
+        lines.append(
+            f"| NTU 1080p RGB decode + crop, {result['cache_frames']} frames (fixture) | 1 "
+            f"| {1 / d['seconds_per_sample']:.2f} samples/s "
+            f"(NTU-60: {d['ntu60_core_hours']:.1f} core-hours) |"
+        )
+    lines += ["", "Training consumption (from benchmarks/results/model_throughput.json):", ""]
+    tr = result["training"]
+    if not tr:
+        lines.append("- n/a (run benchmarks/model_throughput.py first)")
+    else:
+        best = max(q["clips_per_s"] for q in result["loader"])
+        for r in tr:
+            lines.append(
+                f"- {r['label']}: {r['clips_per_s']:.1f} clips/s; best loader rate covers it "
+                f"{best / r['clips_per_s']:.1f}x"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def update_markdown(path: Path, block: str) -> bool:
+    if not path.is_file():
+        return False
+    text = path.read_text()
+    if MD_BEGIN not in text or MD_END not in text:
+        return False
+    head, rest = text.split(MD_BEGIN, 1)
+    _, tail = rest.split(MD_END, 1)
+    path.write_text(f"{head}{MD_BEGIN}\n{block}{MD_END}{tail}")
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny data and few batches (smoke test)")
+    ap.add_argument("--src", type=Path, default=None, help="existing NTU-layout root (default: generate)")
+    ap.add_argument("--size", type=int, default=None, help="cache crop size (default 112; 32 with --quick)")
+    ap.add_argument("--frames", type=int, default=16, help="cache frame budget F")
+    ap.add_argument("--clip-frames", type=int, default=5, help="T frames per training clip")
+    ap.add_argument("--batches", type=int, default=None, help="timed loader batches (default 40; 4 quick)")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "data_throughput.json")
+    ap.add_argument("--md", type=Path, default=REPO / "docs" / "prepare.md")
+    args = ap.parse_args(argv)
+    size = args.size or (32 if args.quick else 112)
+    batches = args.batches or (4 if args.quick else 40)
+    work = Path(tempfile.mkdtemp(prefix="modistill_bench_"))
+    try:
+        if args.src is None:
+            from modistill.data.synth import generate_dataset
+
+            preset, rgb = ("tiny", (160, 90)) if args.quick else ("small", (320, 180))
+            src = work / "src"
+            t0 = time.perf_counter()
+            names = generate_dataset(src, preset, seed=0, workers=2, rgb_size=rgb)
+            data = f"synthetic '{preset}' set ({len(names)} samples, RGB {rgb[0]}x{rgb[1]})"
+            print(f"generated {data} in {time.perf_counter() - t0:.1f} s")
+        else:
+            src, data = args.src, f"{args.src}"
+        opts = PrepareOptions(size=size, frames=args.frames)
+        prep = [bench_prepare(src, work, opts, w) for w in (1, 2)]
+        for p in prep:
+            rate = f"{p['samples_per_s']:.2f} samples/s ({p['seconds']:.1f} s)"
+            print(f"prepare, {p['workers']} worker(s): {rate}")
+        cache = Path(prep[0]["cache"])
+        loader = [bench_loader(cache, w, 8, batches, args.clip_frames) for w in (0, 1, 2)]
+        for q in loader:
+            print(f"loader, {q['workers']} worker(s): {q['clips_per_s']:.1f} clips/s")
+        result = {
+            "quick": args.quick,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+            },
+            "data": data,
+            "cache_size": size,
+            "cache_frames": args.frames,
+            "frames_per_clip": args.clip_frames,
+            "prepare": [{k: v for k, v in p.items() if k != "cache"} for p in prep],
+            "loader": loader,
+            "ntu_decode": bench_ntu_decode(args.frames, size),
+            "training": training_rates(args.clip_frames),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    block = table(result)
+    print()
+    print(block)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(args.out)
+    print(f"wrote {args.out}" + (f" and the section of {args.md}" if update_markdown(args.md, block) else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""`modistill prepare --flow`: add optical flow to an existing prepared cache (motion distillation, REF §6).
+
+For every sample already in the cache index, the flow at each cached frame is computed on the *same* source
+frames and the *same* crop as the cached RGB, so flow and RGB stay pixel-aligned:
+
+- frames: the record's ``source_frames`` (0-based source indices of the F cached frames); cached frame k
+  holds the flow of pairs (i, i+1) ... (i+L-1, i+L) with i = source_frames[k] (`flow.flow_pair_starts`:
+  pair starts past the video's last pair repeat it);
+- crop: recomputed from the record's ``alignment`` and the cache settings (``extra.alignment``,
+  ``extra.keep_aspect``) with `align.aligned_crop_geometry`, the function `crop_aligned` uses for the RGB
+  crop; caches without depth resize the whole frame, as `prepare_sample` does. The RGB crop box does not
+  depend on the depth frame size (the intersection's colour-side edges are ``b + a * w`` with
+  ``a ∝ 1 / w``), so no depth file is read;
+- resolution: frames are cropped, resized to ``compute_size`` (default: the cache side S, INTER_AREA, as
+  the RGB) and the flow is computed there; the stored flow is always in pixels of the S x S crop
+  (`flow.prepare_flow_sample`).
+
+Stored as ``<cache>/flow/<sample>.npy`` uint8 ``(F, S, S, 2L)`` (quantised with bound 20, REF §6), written
+atomically. ``cache_config.json`` lists ``"flow"`` among its modalities and records the settings under
+``extra.flow`` = {method, stack, bound, compute_size, params}; a second run with other settings is refused.
+Resumable (samples whose flow file exists are skipped), sharded (``shard=(i, n)`` takes
+``sorted(names)[i::n]``) and parallel (worker processes); failures never stop the job: each goes to
+``flow_failures[.shard-i-of-n].jsonl`` with the stage and the error (naming the file), and
+`FlowResult.exit_status` is 3 when any failed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import cache as C
+from .align import Alignment, AlignmentError, aligned_crop_geometry
+from .flow import FLOW_BOUND, FLOW_METHODS, flow_cache_path, prepare_flow_sample, write_flow
+from .manifest import ManifestError, read_manifest
+from .prepare_sample import EXIT_FAILURES, PrepareError
+from .video import VideoReadError
+
+__all__ = [
+    "FlowOptions",
+    "FlowResult",
+    "CropSpec",
+    "crop_spec",
+    "prepare_flow",
+    "flow_failures_path",
+    "read_flow_failures",
+    "flow_settings",
+]
+
+FLOW_KEY = "flow"  # the modality name and the key of the settings in cache_config.json "extra"
+
+
+@dataclass(frozen=True)
+class FlowOptions:
+    """How flow is computed (all of it is recorded in ``cache_config.json`` under ``extra.flow``).
+
+    method: ``"tvl1"`` (default, the MARS/I3D estimator), ``"dis"`` or ``"farneback"`` (20-100x cheaper,
+        docs/motion.md has the measured costs). params: estimator keywords (`flow.compute_flow`).
+    stack: L flow fields stacked per cached frame (2L channels). compute_size: side the flow is computed at
+        (None: the cache side S). bound: quantisation clip in pixels (20, REF §6).
+    """
+
+    method: str = "tvl1"
+    stack: int = 1
+    compute_size: int | None = None
+    bound: float = FLOW_BOUND
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.method not in FLOW_METHODS:
+            raise ValueError(f"flow method must be one of {FLOW_METHODS}, got {self.method!r}")
+        if self.stack < 1:
+            raise ValueError(f"flow stack L must be >= 1, got {self.stack}")
+        if self.compute_size is not None and self.compute_size < 8:
+            raise ValueError(f"flow compute_size must be >= 8 pixels, got {self.compute_size}")
+        if not self.bound > 0:
+            raise ValueError(f"flow bound must be > 0, got {self.bound}")
+
+    def record(self, size: int) -> dict[str, Any]:
+        """The settings as stored in ``cache_config.json`` (``compute_size`` resolved against the side S)."""
+        return {
+            "method": self.method,
+            "stack": int(self.stack),
+            "bound": float(self.bound),
+            "compute_size": int(self.compute_size or size),
+            "params": {k: v for k, v in sorted(self.params)},
+        }
+
+
+@dataclass
+class FlowResult:
+    """Outcome of one `prepare_flow` run (of one shard)."""
+
+    total: int = 0
+    skipped: list[str] = field(default_factory=list)  # flow file already present
+    done: list[str] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)  # {"sample", "stage", "error"}
+    seconds: float = 0.0
+
+    @property
+    def exit_status(self) -> int:
+        return EXIT_FAILURES if self.failures else 0
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """How a sample's RGB frames were cropped by `prepare_sample` (plain data, so it pickles to workers).
+
+    mode: ``"aligned"`` (skeleton or fallback alignment), ``"registered"`` (depth stretched over the whole RGB
+    frame) or ``"resize"`` (a cache without depth: the whole frame is resized).
+    """
+
+    mode: str
+    scale: float = 1.0
+    tx: float = 0.0
+    ty: float = 0.0
+    keep_aspect: bool = False
+
+    def crop_fn(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """``(n, H, W, 3) -> (n, h, w, 3)`` integer crop of the RGB box, or None for ``"resize"``."""
+        if self.mode == "resize":
+            return None
+        a = Alignment(scale=self.scale, tx=self.tx, ty=self.ty, method=self.mode)
+        boxes: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+
+        def crop(frames: np.ndarray) -> np.ndarray:
+            hw = (int(frames.shape[1]), int(frames.shape[2]))
+            if hw not in boxes:
+                kw: dict[str, Any] = {"keep_aspect": self.keep_aspect}
+                if self.mode == "registered":
+                    kw.update(nominal_color=(hw[1], hw[0]), nominal_depth=(hw[1], hw[0]))
+                # The colour-side box is independent of the depth size (see the module docstring).
+                boxes[hw] = aligned_crop_geometry(hw, hw, a, **kw).rgb_box
+            x0, y0, x1, y1 = boxes[hw]
+            return frames[:, y0:y1, x0:x1]
+
+        return crop
+
+
+def crop_spec(record: dict[str, Any], config: C.CacheConfig) -> CropSpec:
+    """The crop `prepare_sample` applied to ``record``'s RGB frames (from its index record and the config)."""
+    keep = bool(config.extra.get("keep_aspect", False))
+    if "depth" not in config.modalities:
+        return CropSpec("resize")
+    if config.extra.get("alignment") == "registered":
+        return CropSpec("registered", keep_aspect=keep)
+    a = record.get("alignment") or {}
+    if any(a.get(k) is None for k in ("scale", "tx", "ty")):
+        raise ValueError(f"index record of {record.get('name')}: no usable alignment {a}")
+    return CropSpec("aligned", float(a["scale"]), float(a["tx"]), float(a["ty"]), keep)
+
+
+def flow_failures_path(root: str | os.PathLike, shard: tuple[int, int] | None = None) -> Path:
+    """``<cache>/flow_failures[.shard-i-of-n].jsonl``: kept apart from the RGB/depth failures file."""
+    return Path(root) / f"flow_failures{C.shard_suffix(shard)}.jsonl"
+
+
+def read_flow_failures(root: str | os.PathLike) -> list[dict[str, Any]]:
+    """Failure records of the last flow run of every shard."""
+    root = Path(root)
+    out: list[dict[str, Any]] = []
+    for p in sorted(root.glob("flow_failures*.jsonl")):
+        out.extend(C.read_jsonl(p))
+    return out
+
+
+def flow_settings(root: str | os.PathLike) -> dict[str, Any] | None:
+    """The flow settings recorded in ``<root>/cache_config.json`` (None when the cache has no flow)."""
+    cfg = C.load_config(root)
+    return cfg.extra.get(FLOW_KEY) if FLOW_KEY in cfg.modalities else None
+
+
+# ------------------------------------------------------------------------------------------- sources
+
+
+def _video_paths(
+    cfg: C.CacheConfig,
+    names: Sequence[str],
+    src: str | os.PathLike | None,
+    manifest: str | os.PathLike | None,
+) -> dict[str, Path]:
+    """Sample name -> RGB video, from ``src`` / ``manifest`` or else the source the cache records."""
+    if src is not None and manifest is not None:
+        raise PrepareError("give at most one of an NTU-layout source folder and a manifest file")
+    if src is None and manifest is None:
+        if not cfg.source:
+            raise PrepareError("the cache records no source: pass the NTU-layout folder or the manifest")
+        where = Path(cfg.source)
+        src, manifest = (where, None) if where.is_dir() else (None, where)
+    if manifest is not None:
+        try:
+            entries = {e.sample: e.rgb for e in read_manifest(manifest)}
+        except ManifestError as exc:
+            raise PrepareError(str(exc)) from exc
+        except OSError as exc:
+            raise PrepareError(f"{manifest}: cannot read the manifest ({exc})") from exc
+        # A sample absent from the manifest is reported as a failure naming it, not silently skipped.
+        return {n: Path(entries[n]) if n in entries else Path(manifest) / f"<{n} not listed>" for n in names}
+    root = Path(src)  # type: ignore[arg-type]
+    if not root.is_dir():
+        raise PrepareError(f"{root}: source folder not found (the cache may have moved: pass SRC)")
+    return {n: root / "nturgb+d_rgb" / f"{n}_rgb.avi" for n in names}
+
+
+def _open_flow_config(root: Path, opts: FlowOptions) -> C.CacheConfig:
+    """Record flow in ``cache_config.json``, or check that the recorded settings match ``opts``."""
+    cfg = C.load_config(root)
+    want = opts.record(cfg.size)
+    have = cfg.extra.get(FLOW_KEY)
+    if have is not None:
+        if have != want:
+            diff = "; ".join(
+                f"{k}: {have.get(k)!r} (cache) vs {want[k]!r} (requested)"
+                for k in want
+                if have.get(k) != want[k]
+            )
+            raise PrepareError(
+                f"{root / C.CONFIG_NAME}: the cache holds flow computed with other settings ({diff}); "
+                f"use the same settings, or delete {root / 'flow'} and the 'flow' entries of the config"
+            )
+        if FLOW_KEY in cfg.modalities:
+            return cfg
+    cfg.extra = {**cfg.extra, FLOW_KEY: want}
+    if FLOW_KEY not in cfg.modalities:
+        cfg.modalities = (*cfg.modalities, FLOW_KEY)
+    C.write_json_atomic(root / C.CONFIG_NAME, cfg.to_dict())
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------- workers
+
+
+def _flow_worker(task: tuple[str, str, list[int], CropSpec, int, FlowOptions, str]) -> tuple[str, Any]:
+    """Never raises: ("ok", name) | ("fail", {"sample", "stage", "error"})."""
+    name, video, indices, spec, size, opts, out = task
+    stage = "rgb"
+    try:
+        if not Path(video).is_file():
+            raise FileNotFoundError(f"{video}: video not found")
+        arr = prepare_flow_sample(
+            video,
+            indices,
+            size,
+            opts.method,
+            opts.stack,
+            crop_fn=spec.crop_fn(),
+            compute_size=opts.compute_size,
+            bound=opts.bound,
+            **dict(opts.params),
+        )
+        expect = (len(indices), size, size, 2 * opts.stack)
+        if arr.shape != expect:  # pragma: no cover - prepare_flow_sample guarantees it
+            raise ValueError(f"{video}: flow of shape {arr.shape}, expected {expect}")
+        stage = "write"
+        write_flow(out, name, arr)
+    except (FileNotFoundError, VideoReadError, AlignmentError, ValueError, OSError, C.CacheError) as exc:
+        return ("fail", {"sample": name, "stage": stage, "error": str(exc)})
+    except Exception as exc:  # noqa: BLE001 - one bad sample must not stop the job; the error is recorded
+        return ("fail", {"sample": name, "stage": "unexpected", "error": f"{type(exc).__name__}: {exc}"})
+    return ("ok", name)
+
+
+def _run(tasks: Sequence[tuple], workers: int, progress: bool) -> Iterator[tuple[str, Any]]:
+    """``_flow_worker(task)`` for every task, in any order; in-process when ``workers <= 1``."""
+    from tqdm import tqdm
+
+    from .prepare import _init_worker
+
+    bar = tqdm(total=len(tasks), desc="flow", unit="sample", disable=not progress, file=sys.stderr)
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            for t in tasks:
+                yield _flow_worker(t)
+                bar.update(1)
+            return
+        import multiprocessing as mp
+
+        # spawn, single-threaded OpenCV per worker: as `modistill prepare` (N workers use N cores).
+        ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+        try:
+            futures = {ex.submit(_flow_worker, t): t for t in tasks}
+            for fut in as_completed(futures):
+                try:
+                    res = fut.result()
+                except BrokenProcessPool as exc:
+                    res = (
+                        "fail",
+                        {
+                            "sample": futures[fut][0],
+                            "stage": "worker",
+                            "error": f"worker process died ({exc})",
+                        },
+                    )
+                yield res
+                bar.update(1)
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
+    finally:
+        bar.close()
+
+
+def prepare_flow(
+    cache: str | os.PathLike,
+    src: str | os.PathLike | None = None,
+    *,
+    manifest: str | os.PathLike | None = None,
+    options: FlowOptions | None = None,
+    workers: int = 0,
+    shard: tuple[int, int] | None = None,
+    progress: bool = False,
+    limit: int | None = None,
+) -> FlowResult:
+    """Compute ``<cache>/flow/<sample>.npy`` for every sample in the cache index (see the module docstring).
+
+    ``src`` / ``manifest`` locate the RGB videos (default: the source recorded in ``cache_config.json``).
+    Raises `PrepareError` when the job cannot start (no cache, other flow settings recorded, no source);
+    per-sample problems become `FlowResult.failures` (also written to the flow failures file).
+    """
+    t0 = time.perf_counter()
+    opts = options or FlowOptions()
+    root = Path(cache)
+    try:
+        cfg = _open_flow_config(root, opts)
+        records = C.read_index(root)
+    except C.CacheError as exc:
+        raise PrepareError(str(exc)) from exc
+    by_name = {r["name"]: r for r in records}
+    mine = C.select_shard(list(by_name), shard)
+    if limit is not None:
+        mine = mine[:limit]
+    res = FlowResult(total=len(mine))
+    res.skipped = [n for n in mine if flow_cache_path(root, n).is_file()]
+    todo = [n for n in mine if n not in set(res.skipped)]
+    videos = _video_paths(cfg, todo, src, manifest) if todo else {}
+    tasks = []
+    with C.JsonlAppender(flow_failures_path(root, shard), truncate=True) as fails:
+        for n in todo:
+            rec = by_name[n]
+            try:
+                spec = crop_spec(rec, cfg)
+                indices = [int(i) for i in rec["source_frames"]]
+                if len(indices) != int(rec["frames"]):
+                    raise ValueError(f"{len(indices)} source frames for a budget of F={rec['frames']}")
+            except (KeyError, TypeError, ValueError) as exc:
+                fail = {"sample": n, "stage": "index", "error": f"{root}: index record of {n}: {exc}"}
+                fails.append(fail)
+                res.failures.append(fail)
+                continue
+            tasks.append((n, str(videos[n]), indices, spec, int(cfg.size), opts, str(root)))
+        for kind, payload in _run(tasks, workers, progress):
+            if kind == "ok":
+                res.done.append(payload)
+            else:
+                fails.append(payload)
+                res.failures.append(payload)
+    res.done.sort()
+    res.seconds = time.perf_counter() - t0
+    return res
