@@ -30,9 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from a checkout without installing
     sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
-
-from modistill.data.dataset import CachedClipDataset  # noqa: E402
+# torch is imported inside the functions that need it: prepare's workers are spawned and re-import this
+# script, which would otherwise cost each of them a torch import.
 from modistill.data.prepare import PrepareOptions, prepare_cache  # noqa: E402
 
 MD_BEGIN, MD_END = "<!-- data_throughput:begin -->", "<!-- data_throughput:end -->"
@@ -54,6 +53,10 @@ def bench_prepare(src: Path, work: Path, opts: PrepareOptions, workers: int) -> 
 def bench_loader(cache: Path, workers: int, batch: int, batches: int, frames: int) -> dict:
     """Steady-state clips/s: one long epoch (sampling with replacement) so worker start-up is paid once,
     and the first batch (which pays it) is not timed."""
+    import torch
+
+    from modistill.data.dataset import CachedClipDataset
+
     ds = CachedClipDataset(cache, None, frames=frames, train=True)
     sampler = torch.utils.data.RandomSampler(ds, replacement=True, num_samples=batch * (batches + 1))
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers)
@@ -114,6 +117,12 @@ def training_rates(frames: int) -> list[dict] | None:
         ]
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
 
 
 def table(result: dict) -> str:
@@ -207,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": {
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
-                "torch": torch.__version__,
+                "torch": _torch_version(),
             },
             "data": data,
             "cache_size": size,

@@ -58,8 +58,9 @@ def union_box(boxes: list, idx: np.ndarray, sx: float, sy: float) -> list[float]
 
 
 def load(root: Path, k: int, size: int) -> dict:
-    """All samples -> {"rgb": (N,k,3,S,S) uint8, "depth": same (jet), "label", "subject", "camera", "names"}."""
-    rgbs, deps, labels, subjects, cameras, names = [], [], [], [], [], []
+    """All samples -> {"rgb": (N,k,3,S,S) uint8, "depth": same (jet), "silhouette": the depth mask only
+    (a control: what the masked depth gives without its depth values), "label", "subject", "camera"}."""
+    rgbs, deps, sils, labels, subjects, cameras, names = [], [], [], [], [], [], []
     for tp in sorted((root / "synth_truth").glob("*.json")):
         t = json.loads(tp.read_text())
         name, F = t["sample"], t["num_frames"]
@@ -68,19 +69,32 @@ def load(root: Path, k: int, size: int) -> dict:
         W, H = t["rgb_size"]
         box = union_box(t["body_bbox_color_px"], idx, W / 1920, H / 1080)
         rgbs.append(np.stack([square_crop(f, box, size) for f in rgb]))
-        dep = [cv2.imread(str(root / "nturgb+d_depth_masked" / name / f"MDepth-{i + 1:08d}.png"),
-                          cv2.IMREAD_UNCHANGED) for i in idx]  # fmt: skip
+        dep = [
+            cv2.imread(
+                str(root / "nturgb+d_depth_masked" / name / f"MDepth-{i + 1:08d}.png"), cv2.IMREAD_UNCHANGED
+            )
+            for i in idx
+        ]
         w, h = t["depth_size"]
         dbox = union_box(t["body_bbox_depth_px"], idx, w / 512, h / 424)
-        deps.append(encode_depth(np.stack([square_crop(d, dbox, size) for d in dep]), mode="jet"))
+        dcrop = np.stack([square_crop(d, dbox, size) for d in dep])
+        deps.append(encode_depth(dcrop, mode="jet"))
+        sils.append(np.repeat(((dcrop > 0) * 255).astype(np.uint8)[..., None], 3, -1))
         sn = parse_sample_name(name)
         labels.append(sn.action - 1)
         subjects.append(sn.subject)
         cameras.append(sn.camera)
         names.append(name)
     to_t = lambda a: torch.from_numpy(np.stack(a)).permute(0, 1, 4, 2, 3).contiguous()  # noqa: E731
-    return {"rgb": to_t(rgbs), "depth": to_t(deps), "label": torch.tensor(labels), "subject": np.array(subjects),
-            "camera": np.array(cameras), "names": names}  # fmt: skip
+    return {
+        "rgb": to_t(rgbs),
+        "depth": to_t(deps),
+        "silhouette": to_t(sils),
+        "label": torch.tensor(labels),
+        "subject": np.array(subjects),
+        "camera": np.array(cameras),
+        "names": names,
+    }
 
 
 class TinyVideoCNN(nn.Module):
@@ -91,7 +105,11 @@ class TinyVideoCNN(nn.Module):
         chans = [3, width // 2, width, 2 * width, 2 * width]
         layers: list[nn.Module] = []
         for a, b in zip(chans[:-1], chans[1:]):
-            layers += [nn.Conv2d(a, b, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(a, b, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(b),
+                nn.ReLU(inplace=True),
+            ]
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(chans[-1], num_classes)
 
@@ -107,8 +125,9 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
     return (x.float() / 255.0 - mean) / std
 
 
-def train_eval(x: torch.Tensor, y: torch.Tensor, tr: np.ndarray, te: np.ndarray, k: int, *, epochs: int,
-               seed: int) -> tuple[float, np.ndarray]:  # fmt: skip
+def train_eval(
+    x: torch.Tensor, y: torch.Tensor, tr: np.ndarray, te: np.ndarray, k: int, *, epochs: int, seed: int
+) -> tuple[float, np.ndarray]:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = TinyVideoCNN(k)
@@ -147,6 +166,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--protocol", default="xsub", choices=["xsub", "xview"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--modalities", default="rgb,depth,silhouette")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "synth_modality_check.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -162,23 +182,53 @@ def main() -> None:
     else:
         is_tr = np.isin(data["camera"], list(XVIEW_TRAIN_CAMERAS))
     tr, te = np.flatnonzero(is_tr), np.flatnonzero(~is_tr)
-    print(f"{len(tr)} train / {len(te)} test samples, {k} classes, loaded in {time.perf_counter() - t0:.1f} s")
-    results: dict = {"root": str(root), "protocol": args.protocol, "train": len(tr), "test": len(te),
-                     "classes": k, "chance": 1.0 / k, "epochs": args.epochs, "size": args.size}  # fmt: skip
-    for mod in ("rgb", "depth"):
+    print(
+        f"{len(tr)} train / {len(te)} test samples, {k} classes, loaded in {time.perf_counter() - t0:.1f} s"
+    )
+    results: dict = {
+        "root": str(root),
+        "protocol": args.protocol,
+        "train": len(tr),
+        "test": len(te),
+        "classes": k,
+        "chance": 1.0 / k,
+        "epochs": args.epochs,
+        "size": args.size,
+    }
+    for mod in args.modalities.split(","):
         accs, confs = [], []
         for s in range(args.seeds):
             t1 = time.perf_counter()
             acc, conf = train_eval(data[mod], data["label"], tr, te, k, epochs=args.epochs, seed=s)
             accs.append(acc)
             confs.append(conf)
-            print(f"{mod:5s} seed {s}: test accuracy {acc:.3f} ({time.perf_counter() - t1:.1f} s)")
+            print(f"{mod:10s} seed {s}: test accuracy {acc:.3f} ({time.perf_counter() - t1:.1f} s)")
         conf = np.sum(confs, 0)
-        per_class = {classes[str(i + 1)]["name"]: round(float(conf[i, i] / max(conf[i].sum(), 1)), 3) for i in range(k)}
-        results[mod] = {"accuracy": accs, "mean": float(np.mean(accs)), "per_class": per_class,
-                        "confusion": conf.tolist()}  # fmt: skip
-        print(f"{mod:5s} mean {np.mean(accs):.3f}  per class: {per_class}")
-    print(f"chance {1.0 / k:.3f}; depth - rgb = {results['depth']['mean'] - results['rgb']['mean']:+.3f}")
+        per_class = {
+            classes[str(i + 1)]["name"]: round(float(conf[i, i] / max(conf[i].sum(), 1)), 3) for i in range(k)
+        }
+        results[mod] = {
+            "accuracy": accs,
+            "mean": float(np.mean(accs)),
+            "per_class": per_class,
+            "confusion": conf.tolist(),
+        }
+        print(f"{mod:10s} mean {np.mean(accs):.3f}  per class: {per_class}")
+    if "rgb" in results and "depth" in results:
+        print(f"chance {1.0 / k:.3f}; depth - rgb = {results['depth']['mean'] - results['rgb']['mean']:+.3f}")
+        pairs = {c["name"]: c["pair"] for c in classes.values() if c.get("pair")}
+        idx = {c["name"]: int(a) - 1 for a, c in classes.items()}
+        for mod in args.modalities.split(","):
+            conf = np.array(results[mod]["confusion"])
+            rows = [idx[a] for a in pairs]
+            swapped = sum(conf[idx[a], idx[b]] for a, b in pairs.items())
+            acc = sum(conf[i, i] for i in rows) / max(conf[rows].sum(), 1)
+            results[mod]["pair_classes_accuracy"] = float(acc)
+            results[mod]["pair_swap_rate"] = float(swapped / max(conf[rows].sum(), 1))
+            print(
+                f"{mod:10s} depth-pair classes: accuracy {acc:.3f}, predicted as the partner "
+                f"{results[mod]['pair_swap_rate']:.3f}"
+            )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
 

@@ -53,8 +53,9 @@ def exp_dict(cache: Path, out_dir: Path, **train: Any) -> dict[str, Any]:
     }
 
 
-def make_exp(cache: Path, out_dir: Path, overrides: list[str] | tuple[str, ...] = (), **train: Any
-             ) -> ExperimentConfig:
+def make_exp(
+    cache: Path, out_dir: Path, overrides: list[str] | tuple[str, ...] = (), **train: Any
+) -> ExperimentConfig:
     return load_experiment(exp_dict(cache, out_dir, **train), list(overrides))
 
 
@@ -91,16 +92,24 @@ def fake_finished_stage(exp: ExperimentConfig, name: str, seed: int) -> dict[str
     sd = {k: v.contiguous() for k, v in sd.items()}
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
     save_file(sd, str(folder / "checkpoints" / "best.safetensors"))
-    result = {"stage": name, "title": st.title, "paper_row": st.paper_row, "key": key, "dir": str(folder),
-              "best_epoch": 1, "test": {"accuracy": 0.5, "paper_row": st.paper_row}, "extra": {}}
+    result = {
+        "stage": name,
+        "title": st.title,
+        "paper_row": st.paper_row,
+        "key": key,
+        "dir": str(folder),
+        "best_epoch": 1,
+        "test": {"accuracy": 0.5, "paper_row": st.paper_row},
+        "extra": {},
+    }
     (folder / "result.json").write_text(json.dumps(result))
     return sd
 
 
 def stream_state(sd: dict[str, torch.Tensor], stream: str) -> dict[str, torch.Tensor]:
-    """The entries of stream ``stream`` in a network state dict, with the ``streams.<name>.`` prefix removed."""
+    """The entries of ``stream`` in a network state dict, without their ``streams.<name>.`` prefix."""
     prefix = f"streams.{stream}."
-    out = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    out = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
     assert out, f"no stream {stream!r} in state dict (streams: {sorted({k.split('.')[1] for k in sd})})"
     return out
 
@@ -108,7 +117,9 @@ def stream_state(sd: dict[str, torch.Tensor], stream: str) -> dict[str, torch.Te
 def differing(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
     """Keys whose tensors are not bit-identical (dtype, shape and values); keys present in one only count."""
     keys = sorted(set(a) | set(b))
-    return [k for k in keys if k not in a or k not in b or a[k].dtype != b[k].dtype or not torch.equal(a[k], b[k])]
+    return [
+        k for k in keys if k not in a or k not in b or a[k].dtype != b[k].dtype or not torch.equal(a[k], b[k])
+    ]
 
 
 class TrainSpy:

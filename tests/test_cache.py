@@ -161,3 +161,18 @@ def test_sample_list_and_failures(tmp_path: Path) -> None:
         w.append({"sample": "Y", "stage": "depth", "error": "e"})
     assert [f["sample"] for f in C.read_failures(tmp_path)] == ["Y", "X"]
     assert C.is_complete(tmp_path, "Z", ["rgb"]) is False
+
+
+def test_mismatch_covers_crop_settings_and_ignores_added_flow() -> None:
+    base = C.CacheConfig(size=32, frames=8, extra={"alignment": "skeleton", "keep_aspect": False})
+    with_flow = C.CacheConfig(
+        size=32,
+        frames=8,
+        modalities=("rgb", "depth", "flow"),
+        extra={"alignment": "skeleton", "keep_aspect": False, "flow": {"method": "dis"}},
+    )
+    assert with_flow.mismatches(base) == []  # flow is added to a finished cache by its own pass
+    reg = C.CacheConfig(size=32, frames=8, extra={"alignment": "registered", "keep_aspect": False})
+    assert base.mismatches(reg) == ["alignment: 'skeleton' (cache) vs 'registered' (requested)"]
+    rgb_only = C.CacheConfig(size=32, frames=8, modalities=("rgb",), extra=dict(base.extra))
+    assert base.mismatches(rgb_only)[0].startswith("modalities")

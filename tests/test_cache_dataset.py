@@ -213,3 +213,29 @@ def test_synthetic_generator_round_trip(tmp_path: Path) -> None:
     assert batch["rgb"].shape == (3, 5, 3, 32, 32) and batch["depth"].shape == (3, 5, 3, 32, 32)
     # The synthetic skeletons fit well: every sample is aligned from its own skeleton.
     assert {r["alignment"]["method"] for r in C.read_index(tmp_path / "cache")} == {"skeleton"}
+
+
+def test_flow_modality_flips_every_x_channel_with_the_images(tmp_path: Path) -> None:
+    from modistill.data.flow import flip_flow, flow_to_tensor
+
+    name = "S001C001P001R001A001"
+    root = write_cache(tmp_path, [name], frames=6)
+    cfg = C.load_config(root)
+    cfg.modalities = ("rgb", "depth", "flow")
+    C.write_json_atomic(root / C.CONFIG_NAME, cfg.to_dict())
+    rng = np.random.default_rng(0)
+    flow = rng.integers(0, 256, (6, 8, 8, 4), dtype=np.uint8)  # L = 2 stacked fields: x1 y1 x2 y2
+    C.save_array_atomic(C.array_path(root, "flow", name), flow)
+    rgb = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    C.save_array_atomic(C.array_path(root, "rgb", name), rgb)
+    for p, flipped in ((1.0, True), (0.0, False)):
+        ds = CachedClipDataset(root, None, frames=3, train=True, modalities=("rgb", "flow"), flip_p=p)
+        item = ds[0]
+        idx, flip = ds.item_indices(0)
+        assert flip is flipped
+        want_flow = flip_flow(flow[idx]) if flipped else flow[idx]
+        assert torch.equal(item["flow"], flow_to_tensor(want_flow))
+        assert item["flow"].shape == (3, 4, 8, 8)
+        want_rgb = rgb[idx][:, :, ::-1] if flipped else rgb[idx]
+        got_rgb = (denormalize(item["rgb"]) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+        np.testing.assert_array_equal(got_rgb, want_rgb)

@@ -7,7 +7,6 @@ import json
 import logging
 
 import pytest
-import torch
 from _recipe_utils import (
     TINY_MODEL,
     differing,
@@ -70,7 +69,9 @@ def test_kill_and_resume_matches_an_uninterrupted_run(cache, tmp_path, monkeypat
     monkeypatch.setattr(runner, "train_stage", real)
     stage_dir = next((tmp_path / "b" / "stages").glob("step3-*"))
     assert not (stage_dir / "result.json").exists()  # the stage did not finish ...
-    assert json.loads((stage_dir / "checkpoints" / "last.json").read_text())["epoch"] == 1  # ... after epoch 1
+    assert (
+        json.loads((stage_dir / "checkpoints" / "last.json").read_text())["epoch"] == 1
+    )  # ... after epoch 1
 
     res = run_recipe(exp_b, factory, k, only=["step3"], resume=True)["step3"]
     assert not res.reused and res.key == ref.key and stage_dir == res.dir
@@ -132,11 +133,14 @@ def test_ablation_reuses_step1_from_an_earlier_run(cache, tmp_path, caplog, caps
     capsys.readouterr()
 
 
-def test_resume_does_not_retrain_a_finished_stage(cache, tmp_path):
-    exp, _ = _step3_exp(cache, tmp_path / "c")
-    exp.stage_epochs = {"step3": 0}  # a zero-epoch stage: only the hand-over and the evaluation run
+def test_zero_epoch_stage_keeps_its_handover_and_is_not_retrained(cache, tmp_path):
+    exp, w2 = _step3_exp(cache, tmp_path / "c")
+    exp.stage_epochs = {"step3": 0}  # only the hand-over and the evaluation run
     factory, k, _ = cache_datasets(exp)
     first = run_recipe(exp, factory, k, only=["step3"])["step3"]
+    # Its result is the handed-over weights, saved where later stages and `eval`/`export` look for them.
+    best = load_file(str(first.dir / "checkpoints" / "best.safetensors"))
+    for s in ("depth", "hall"):
+        assert differing(stream_state(best, s), stream_state(w2, "depth")) == [], s
     again = run_recipe(exp, factory, k, only=["step3"], resume=True)["step3"]
     assert not first.reused and again.reused and again.result == first.result
-    assert torch.is_tensor(load_file(str(first.dir / "checkpoints" / "best.safetensors"))["streams.hall.fc.weight"])

@@ -1,5 +1,5 @@
-"""Each stage of the four-step recipe (Garcia et al. 2018 §3.2, REF §3) trains what it should and nothing else,
-and starts from the right weights of the earlier stages (stage hand-over).
+"""Each stage of the four-step recipe (Garcia et al. 2018 §3.2, REF §3) trains what it should and nothing
+else, and starts from the right weights of the earlier stages (stage hand-over).
 
 Earlier stages are fabricated ("finished" stage folders with distinctive random weights and BatchNorm buffers,
 tests/_recipe_utils.py) so each test trains one stage only, for one epoch at the smallest size.
@@ -95,7 +95,9 @@ def test_step2_starts_from_step1_and_trains_both_streams(cache, tmp_path, spy):
     for s in ("rgb", "depth"):
         assert _params_changed(start, best, s, names) == [], s
         # BatchNorm statistics were updated too (train mode).
-        assert any(k.endswith("running_mean") for k in differing(stream_state(start, s), stream_state(best, s)))
+        assert any(
+            k.endswith("running_mean") for k in differing(stream_state(start, s), stream_state(best, s))
+        )
     # The teacher's extra evaluations (Table 2 rows 6, 7) and the fused one (row 8) are reported.
     res = runs["step2"].result
     assert res["test"]["paper_row"] == "8" and set(res["extra"]) == {"depth stream", "rgb stream"}

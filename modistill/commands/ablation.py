@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         exp.stage_root = str(root / "stages")
         runs = run_recipe(exp, datasets, num_classes, only=v.stages, class_names=names)
         rows += variant_rows(v, {n: r.result for n, r in runs.items()})
+    main = D.is_main()
     D.cleanup()
     col = paper_column(base.data.protocol)
     # Paper rows are numbers, motion rows "M1".."M5": numbers first, in numeric order, then the labels.
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"| {r['row']} | {r['variant']} | {r['stage']} | {r['evaluation']} | "
                      f"{100 * r['accuracy']:.2f} | {'-' if p is None else f'{p:.2f}'} |")
     table = "\n".join(lines) + "\n"
-    if D.is_main():
+    if main:
         write_text_atomic(root / "ablation.json", json.dumps(rows, indent=1))
         write_text_atomic(root / "ablation.md", "# Ablation (paper Table 2 rows)\n\n" + table)
         print(table)

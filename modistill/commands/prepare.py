@@ -1,5 +1,8 @@
 """`modistill prepare SRC OUT`: build the prepared cache (see docs/prepare.md and modistill.data.prepare).
 
+``--flow [tvl1|dis|farneback]`` then adds optical flow for every cached sample (`modistill.data.prepare_flow`:
+same frames and crop as the RGB, ``<OUT>/flow/<sample>.npy``, failures in ``flow_failures*.jsonl``).
+
 Exit status: 0 when every sample is in the cache, 3 when some samples failed (listed in the failures file,
 the rest is done), 2 when the job could not start (bad arguments, unreadable source or manifest, an existing
 cache prepared with other settings), 130 when interrupted (re-run the same command to resume).
@@ -59,6 +62,20 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="fit at most N skeletons per (setup, camera) for the fallback alignment table (0 = all)",
     )
     parser.add_argument("--limit", type=int, default=None, help="prepare only the first N samples (trials)")
+    parser.add_argument(
+        "--flow",
+        nargs="?",
+        const="tvl1",
+        choices=("tvl1", "dis", "farneback"),
+        default=None,
+        help="also compute optical flow (given alone: tvl1; dis and farneback are much faster)",
+    )
+    parser.add_argument(
+        "--flow-stack", type=int, default=1, metavar="L", help="flow fields stacked per frame (2L channels)"
+    )
+    parser.add_argument(
+        "--flow-size", type=int, default=None, metavar="N", help="compute flow at N x N (default: --size)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -94,6 +111,21 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             limit=args.limit,
         )
+        fres = None
+        if args.flow:
+            from modistill.data.prepare_flow import FlowOptions, prepare_flow
+
+            fopts = FlowOptions(method=args.flow, stack=args.flow_stack, compute_size=args.flow_size)
+            fres = prepare_flow(
+                args.out,
+                args.src,
+                manifest=args.manifest,
+                options=fopts,
+                workers=args.workers,
+                shard=shard,
+                progress=not args.quiet,
+                limit=args.limit,
+            )
     except (PrepareError, C.CacheError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -114,4 +146,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {f['sample']} [{f['stage']}]: {f['error']}", file=sys.stderr)
         if len(res.failures) > 10:
             print(f"  ... and {len(res.failures) - 10} more", file=sys.stderr)
+    if fres is not None:
+        from modistill.data.prepare_flow import flow_failures_path
+
+        print(
+            f"{args.out}{where}: flow ({args.flow}, L={args.flow_stack}) for {len(fres.done)} samples, "
+            f"{len(fres.skipped)} already done, {len(fres.failures)} failed, in {fres.seconds:.1f} s"
+        )
+        if fres.failures:
+            print(
+                f"{len(fres.failures)} sample(s) have no flow; all are listed in "
+                f"{flow_failures_path(args.out, shard)}:",
+                file=sys.stderr,
+            )
+            for f in fres.failures[:10]:
+                print(f"  {f['sample']} [{f['stage']}]: {f['error']}", file=sys.stderr)
+        return max(res.exit_status, fres.exit_status)
     return res.exit_status

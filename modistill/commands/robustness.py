@@ -9,8 +9,13 @@ from ._common import setup_logging
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a run folder written by `modistill train` (steps 2 and 4 finished)")
-    parser.add_argument("--sigma2", type=float, nargs="+", default=None,
-                        help="noise variances (default: the paper's 0 1e-3 1e-2 1e-1 1 10)")
+    parser.add_argument(
+        "--sigma2",
+        type=float,
+        nargs="+",
+        default=None,
+        help="noise variances (default: the paper's 0 1e-3 1e-2 1e-1 1 10)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
     parser.set_defaults(func=run)
 

@@ -15,10 +15,16 @@ from ._common import add_overrides, fail, setup_logging
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="experiment YAML (see configs/)")
-    parser.add_argument("--stage", action="append", default=None, metavar="NAME",
-                        help="run only this stage (repeatable); the stages it needs must be finished")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue a killed stage from its last checkpoint")
+    parser.add_argument(
+        "--stage",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="run only this stage (repeatable); the stages it needs must be finished",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue a killed stage from its last checkpoint"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and the stages")
     add_overrides(parser)
     parser.set_defaults(func=run)
@@ -41,18 +47,23 @@ def run(args: argparse.Namespace) -> int:
         print(to_yaml(exp))
         for st in build_recipe(exp.recipe):
             d = stage_to_dict(st)
-            print(f"- {st.name}: {st.title}\n    trains {list(st.trainable)}, frozen {list(st.frozen)}, "
-                  f"inputs {list(st.inputs)}, loss {d['loss']['kind']}, "
-                  f"init {[(s.name, s.init) for s in st.streams]}, "
-                  f"connections {[(c.source, c.target, list(c.stages)) for c in st.connections]}")
+            print(
+                f"- {st.name}: {st.title}\n    trains {list(st.trainable)}, frozen {list(st.frozen)}, "
+                f"inputs {list(st.inputs)}, loss {d['loss']['kind']}, "
+                f"init {[(s.name, s.init) for s in st.streams]}, "
+                f"connections {[(c.source, c.target, list(c.stages)) for c in st.connections]}"
+            )
         return 0
     datasets, num_classes, names = cache_datasets(exp)
     try:
         runs = run_recipe(exp, datasets, num_classes, only=args.stage, resume=args.resume, class_names=names)
+        main = D.is_main()
     finally:
         D.cleanup()
-    if D.is_main():
+    if main:
         for name, r in runs.items():
-            print(f"{name:12s} test accuracy {100 * r.result['test']['accuracy']:6.2f}%  "
-                  f"{'(reused) ' if r.reused else ''}{r.dir}")
+            print(
+                f"{name:12s} test accuracy {100 * r.result['test']['accuracy']:6.2f}%  "
+                f"{'(reused) ' if r.reused else ''}{r.dir}"
+            )
     return 0

@@ -131,3 +131,42 @@ __all__ = [
     "write_manifest",
     "ntu_manifest",
 ]
+
+# ---------------------------------------------------------------------------------------------------------
+# Prepared cache, `modistill prepare` and the torch Dataset (cache.py, prepare.py, dataset.py).
+# CachedClipDataset is resolved lazily (PEP 562) so that `import modistill.data`, which every spawned
+# prepare worker does, never imports torch.
+from .cache import (  # noqa: E402
+    CacheConfig,
+    CacheError,
+    load_array,
+    load_config,
+    read_failures,
+    read_index,
+)
+from .prepare import PrepareError, PrepareOptions, PrepareResult, prepare_cache  # noqa: E402
+
+_LAZY_DATASET = ("CachedClipDataset", "IMAGENET_MEAN", "IMAGENET_STD")
+
+
+def __getattr__(name: str):  # noqa: ANN202
+    if name in _LAZY_DATASET:
+        from . import dataset
+
+        return getattr(dataset, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ += [
+    "CacheConfig",
+    "CacheError",
+    "load_array",
+    "load_config",
+    "read_failures",
+    "read_index",
+    "PrepareError",
+    "PrepareOptions",
+    "PrepareResult",
+    "prepare_cache",
+    *_LAZY_DATASET,
+]

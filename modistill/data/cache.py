@@ -120,6 +120,10 @@ class CacheConfig:
                 a, b = (tuple(m for m in v if not m.startswith("flow")) for v in (a, b))
             if a != b:
                 out.append(f"{name}: {a!r} (cache) vs {b!r} (requested)")
+        for key in ("alignment", "keep_aspect"):  # crop settings of `prepare`, kept in `extra`
+            a, b = self.extra.get(key), other.extra.get(key)
+            if a != b:
+                out.append(f"{key}: {a!r} (cache) vs {b!r} (requested)")
         return out
 
 

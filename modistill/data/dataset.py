@@ -7,10 +7,11 @@ An item is ``{"rgb": (T, 3, S, S) float32, "depth": (T, 3, S, S) float32, "label
   `modistill.data.sampling.sample_indices`: ``"train"`` mode in training (the released code's even/random
   mix, REF §4), ``"even"`` otherwise; the SAME indices for every modality of a sample (REF §4).
 - Flip: training only, one horizontal flip with p = 0.5 shared by all modalities (`sampling.maybe_flip`,
-  REF §4; flow modalities also negate x).
+  REF §4); flow modalities are flipped by `flow.flip_flow`, which negates every x channel of stacked flow.
 - Normalisation: plain ``(x / 255 - mean) / std`` with the ImageNet mean/std (torchvision's values) for RGB
   and for the encoded depth too, since the depth stream is ImageNet-initialised (REF §4). No clipping: REF §4
-  notes that a clipped mean subtraction once kept an RGB stream from learning. Flow uses mean = std = 0.5.
+  notes that a clipped mean subtraction once kept an RGB stream from learning. Flow (uint8, bound 20 px)
+  becomes ``(q - 127.5) / 127.5`` in [-1, 1] (`flow.flow_to_tensor`).
 - Determinism: the randomness of item ``i`` comes from ``np.random.default_rng([seed, epoch, i])``, so it
   does not depend on DataLoader workers or on the order items are read; call ``set_epoch(e)`` before each
   epoch (a resumed run then sees exactly the samples/augmentations of an uninterrupted one). With
@@ -39,12 +40,10 @@ import torch
 from torch.utils.data import Dataset
 
 from . import cache as C
+from .normalize import IMAGENET_MEAN, IMAGENET_STD  # torchvision's values, shared with predict/export
 from .ntu import PROTOCOLS, split_with_validation
-from .sampling import maybe_flip, sample_indices
+from .sampling import flip_arrays, maybe_flip, sample_indices
 
-# torchvision's ImageNet statistics (RGB order).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLITS = ("train", "val", "test")
 
 
@@ -215,11 +214,22 @@ class CachedClipDataset(Dataset):
                 path = C.array_path(self.root, m, rec["name"])
                 raise C.CacheError(f"{path}: {arr.shape[0]} frames, but the index says {rec['frames']}")
             arrays[m] = np.ascontiguousarray(arr[idx])  # (T, S, S, C) uint8, read from the mmap
-        if self.flip_p > 0:
-            flows = [m for m in arrays if m.startswith("flow")]
-            arrays = maybe_flip(arrays, rng, p=self.flip_p, flow_keys=flows)
+        flows = [m for m in arrays if m.startswith("flow")]
+        if self.flip_p > 0 and not flows:
+            arrays = maybe_flip(arrays, rng, p=self.flip_p)
+        elif self.flip_p > 0 and rng.random() < self.flip_p:  # the same single draw maybe_flip makes
+            # Stacked flow (2L channels) negates every x channel: flow.flip_flow, not sampling's channel 0.
+            from .flow import flip_flow
+
+            images = flip_arrays({m: a for m, a in arrays.items() if m not in flows})
+            arrays = {m: flip_flow(a) if m in flows else images[m] for m, a in arrays.items()}
         item: dict[str, Any] = {}
         for m, a in arrays.items():
+            if m in flows:
+                from .flow import flow_to_tensor
+
+                item[m] = flow_to_tensor(a)  # (T, 2L, S, S) in [-1, 1] = (q - 127.5) / 127.5
+                continue
             x = torch.from_numpy(a).permute(0, 3, 1, 2).float().div_(255.0)  # (T, C, S, S)
             if m not in self._stats:
                 self._stats[m] = _norm_stats(m, x.shape[1])

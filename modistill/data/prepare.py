@@ -142,11 +142,9 @@ def _run(fn: Callable, tasks: Sequence, workers: int, progress: bool, desc: str)
 
 
 def _mp_context(mp):  # noqa: ANN001, ANN202
-    # fork on Linux, as torch's DataLoader does: workers start in milliseconds instead of re-importing the
-    # parent's modules (seconds with torch). The parent decodes nothing, so the children inherit no codec
-    # state; they use no OpenMP (OpenCV is set to one thread). Elsewhere fork is unavailable or unsafe: spawn.
-    if sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods():
-        return mp.get_context("fork")
+    # spawn, not fork: a child forked after the parent used OpenCV's or FFmpeg's thread pools (an in-process
+    # run, a fallback pass, a library caller) can deadlock in them; measured here as a hang. Start-up costs
+    # the import of modistill.data per worker (well under a second), paid once per pool.
     return mp.get_context("spawn")
 
 

@@ -113,6 +113,20 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return buf.to(t.device)
 
 
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy every buffer of `module` (BatchNorm running statistics...) from rank `src` to all ranks in place.
+
+    DDP keeps parameters in sync but each rank updates its BN statistics from its own shard of the batch; before
+    validation and checkpointing the ranks must agree on one model (rank 0's, the one that is saved).
+    """
+    if not is_distributed():
+        return
+    for b in module.buffers():
+        buf = b.detach().to(_comm_device(b), copy=True)
+        dist.broadcast(buf, src=src)
+        b.data.copy_(buf.to(b.device))
+
+
 def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return t.clone()

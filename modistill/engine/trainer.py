@@ -284,6 +284,7 @@ def train_stage(
                 }
                 record["time_s"] = time.perf_counter() - epoch_meter.t0
                 improved = False
+                D.broadcast_buffers(model)  # all ranks validate (and resume from) rank 0's saved model
                 if val_set is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                     res = evaluate(
                         unwrap_model(net),

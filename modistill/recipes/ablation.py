@@ -61,8 +61,8 @@ _DEPTH_VARIANTS = tuple(VARIANTS)
 _M = ("recipe.name=motion",)
 _MS = ("motion_flow", "step1_rgb", "motion_student", "motion_final")
 VARIANTS.update({v.name: v for v in [
-    Variant("motion", "motion distillation: relation loss, attention fusion; flow teacher, RGB-only and "
-            "two-stream baselines", _M, None, ("M1", "2", "M3", "M4", "M5")),
+    Variant("motion_relation", "motion distillation: relation loss, attention fusion; flow teacher, RGB-only "
+            "and two-stream baselines", _M, None, ("M1", "2", "M3", "M4", "M5")),
     Variant("motion_none", "control: the same student trained with CE only (no distillation)",
             (*_M, "recipe.motion_loss=none"), ("step1_rgb", "motion_student", "motion_final"), ("M4", "M5")),
     Variant("motion_mars", "MARS baseline: CE + 50 MSE of pooled features", (*_M, "recipe.motion_loss=mars"),
@@ -82,10 +82,10 @@ SETS: dict[str, tuple[str, ...]] = {
     "connections": ("paper", "step2_no_connections", "step3_no_connections", "inverted"),
     "losses": ("paper", "step3_eq3", "step3_gd"),
     "all": _DEPTH_VARIANTS,
-    "motion": ("motion", "motion_none", "motion_mars", "motion_both", "motion_mean"),
+    "motion": ("motion_relation", "motion_none", "motion_mars", "motion_both", "motion_mean"),
     # What `modistill demo --method motion` trains (docs/motion.md): the baselines, MARS, relation, the
     # control and the fusion comparison.
-    "motion_demo": ("motion", "motion_none", "motion_mars", "motion_mean"),
+    "motion_demo": ("motion_relation", "motion_none", "motion_mars", "motion_mean"),
 }
 
 

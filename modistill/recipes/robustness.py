@@ -46,7 +46,9 @@ def speckle_transform(key: str, sigma2: float, seed: int = 0) -> Callable[[dict]
         x = batch[key]
         mean, std = _stats(x)
         img = x * std + mean
-        noise = 1.0 + sigma * torch.randn(img.shape, generator=gen, dtype=torch.float32).to(img.device, img.dtype)
+        noise = 1.0 + sigma * torch.randn(img.shape, generator=gen, dtype=torch.float32).to(
+            img.device, img.dtype
+        )
         return {**batch, key: (img * noise - mean) / std}
 
     return apply
@@ -67,8 +69,14 @@ def noise_levels(values: Sequence[float] | None = None) -> list[float]:
     return list(PAPER_SIGMA2 if values is None else values)
 
 
-def run_robustness(run_dir: str | Path, sigma2: Sequence[float] | None = None, *, seed: int = 0,
-                   teacher_stage: str = "step2", final_stage: str = "step4") -> dict[str, Any]:
+def run_robustness(
+    run_dir: str | Path,
+    sigma2: Sequence[float] | None = None,
+    *,
+    seed: int = 0,
+    teacher_stage: str = "step2",
+    final_stage: str = "step4",
+) -> dict[str, Any]:
     """Table 3 for the run in ``run_dir``: the teacher's test accuracy under each noise level and with void
     depth, next to the final RGB-only model's. Writes ``<run_dir>/robustness.json`` and returns it."""
     from modistill.engine.checkpoint import write_text_atomic
@@ -88,13 +96,24 @@ def run_robustness(run_dir: str | Path, sigma2: Sequence[float] | None = None, *
     bs = exp.train.eval_batch_size or exp.train.batch_size
 
     def acc(model, predict, dataset) -> float:
-        return evaluate(model, predict, dataset, batch_size=bs, device=exp.train.device, num_classes=num_classes,
-                        clips_per_video=exp.data.clips_per_video, amp=exp.train.amp).accuracy
+        return evaluate(
+            model,
+            predict,
+            dataset,
+            batch_size=bs,
+            device=exp.train.device,
+            num_classes=num_classes,
+            clips_per_video=exp.data.clips_per_video,
+            amp=exp.train.amp,
+        ).accuracy
 
     levels = noise_levels(sigma2)
-    out: dict[str, Any] = {"stage": teacher_stage, "sigma2": levels, "seed": seed,
-                           "accuracy": [acc(teacher, predictor(ev, speckle_transform("depth", s, seed)), data)
-                                        for s in levels]}
+    out: dict[str, Any] = {
+        "stage": teacher_stage,
+        "sigma2": levels,
+        "seed": seed,
+        "accuracy": [acc(teacher, predictor(ev, speckle_transform("depth", s, seed)), data) for s in levels],
+    }
     out["void"] = acc(teacher, predictor(ev, void_transform("depth")), data)
     out["rgb_final"] = run.result(final_stage)["test"]["accuracy"] if final_stage in run.stages else None
     from modistill.engine import distributed as D

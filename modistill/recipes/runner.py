@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from modistill.config import dump_yaml, to_dict
 from modistill.distill.terms import compute_loss
 from modistill.engine import distributed as D
-from modistill.engine.checkpoint import write_text_atomic
+from modistill.engine.checkpoint import save_checkpoint, write_text_atomic
 from modistill.engine.config import TrainConfig
 from modistill.engine.evaluate import evaluate
 from modistill.engine.seeding import derive_seed
@@ -37,7 +37,15 @@ from .depth import build_recipe
 from .experiment import ExperimentConfig
 from .stages import PRETRAINED, Evaluation, Stage, stage_to_dict
 
-__all__ = ["DatasetFactory", "StageRun", "run_recipe", "build_network", "stage_dir", "predictor", "load_stage_model"]
+__all__ = [
+    "DatasetFactory",
+    "StageRun",
+    "run_recipe",
+    "build_network",
+    "stage_dir",
+    "predictor",
+    "load_stage_model",
+]
 
 log = logging.getLogger("modistill.recipes")
 
@@ -77,8 +85,15 @@ def stage_key(exp: ExperimentConfig, stage: Stage, dep_keys: dict[str, str]) -> 
     train = {k: v for k, v in to_dict(stage_train_config(exp, stage)).items() if k not in _NON_SEMANTIC}
     data = to_dict(exp.data)
     data["cache"] = _cache_identity(data["cache"])
-    return _key({"stage": stage_to_dict(stage), "deps": dep_keys, "data": data, "model": to_dict(exp.model),
-                 "train": train})
+    return _key(
+        {
+            "stage": stage_to_dict(stage),
+            "deps": dep_keys,
+            "data": data,
+            "model": to_dict(exp.model),
+            "train": train,
+        }
+    )
 
 
 def _cache_identity(path: str) -> str:
@@ -96,17 +111,29 @@ def stage_dir(exp: ExperimentConfig, stage: Stage, key: str) -> Path:
     return root / f"{stage.name}-{key}"
 
 
-def build_network(exp: ExperimentConfig, stage: Stage, num_classes: int,
-                  in_channels: dict[str, int] | None = None) -> MultiStreamNet:
+def build_network(
+    exp: ExperimentConfig, stage: Stage, num_classes: int, in_channels: dict[str, int] | None = None
+) -> MultiStreamNet:
     """The stage's :class:`MultiStreamNet` with fresh (or ImageNet, for ``pretrained`` inits) weights."""
     chans = {**_MODALITY_CHANNELS, "flow": 2 * exp.recipe.flow_stack, **(in_channels or {})}
     specs = {}
     for s in stage.streams:
-        specs[s.name] = StreamSpec(backbone=exp.model.backbone, modality=s.modality, width=exp.model.width,
-                                   in_channels=chans.get(s.modality, 3), temporal=exp.model.temporal)
-    net = MultiStreamNet(specs, num_classes=num_classes, connections=stage.connections, fuse=stage.fuse,
-                         fusion=stage.fusion, fusion_options=dict(stage.fusion_options) or None,
-                         channels_last=exp.model.channels_last)
+        specs[s.name] = StreamSpec(
+            backbone=exp.model.backbone,
+            modality=s.modality,
+            width=exp.model.width,
+            in_channels=chans.get(s.modality, 3),
+            temporal=exp.model.temporal,
+        )
+    net = MultiStreamNet(
+        specs,
+        num_classes=num_classes,
+        connections=stage.connections,
+        fuse=stage.fuse,
+        fusion=stage.fusion,
+        fusion_options=dict(stage.fusion_options) or None,
+        channels_last=exp.model.channels_last,
+    )
     for s in stage.streams:
         if s.init == PRETRAINED and exp.model.pretrained:
             load_pretrained(net.streams[s.name], exp.model.pretrained)
@@ -131,21 +158,26 @@ def _init_from_stages(net: MultiStreamNet, stage: Stage, dirs: dict[str, Path]) 
         path = dirs[src_stage] / "checkpoints" / "best.safetensors"
         if src_stage not in cache:
             if not path.is_file():
-                raise FileNotFoundError(f"stage {stage.name!r}: {path} not found (stage {src_stage!r} has not "
-                                        "finished)")
+                raise FileNotFoundError(
+                    f"stage {stage.name!r}: {path} not found (stage {src_stage!r} has not finished)"
+                )
             cache[src_stage] = load_file(str(path))
         prefix = f"streams.{src_stream}."
-        sd = {k[len(prefix):]: v for k, v in cache[src_stage].items() if k.startswith(prefix)}
+        sd = {k[len(prefix) :]: v for k, v in cache[src_stage].items() if k.startswith(prefix)}
         if not sd:
             raise KeyError(f"{path}: no weights for stream {src_stream!r} (needed by {stage.name}/{s.name})")
         try:
             net.streams[s.name].load_state_dict(sd, strict=True)
         except RuntimeError as exc:
-            raise RuntimeError(f"stage {stage.name!r}: cannot load {path} stream {src_stream!r} into stream "
-                               f"{s.name!r}: {exc}") from exc
+            raise RuntimeError(
+                f"stage {stage.name!r}: cannot load {path} stream {src_stream!r} into stream "
+                f"{s.name!r}: {exc}"
+            ) from exc
 
 
-def predictor(ev: Evaluation, transform: Callable[[dict], dict] | None = None) -> Callable[[nn.Module, dict], Tensor]:
+def predictor(
+    ev: Evaluation, transform: Callable[[dict], dict] | None = None
+) -> Callable[[nn.Module, dict], Tensor]:
     """``predict_fn`` running ``ev.streams`` on ``ev.inputs`` only (optionally perturbing the batch first)."""
 
     def predict(model: nn.Module, batch: dict) -> Tensor:
@@ -174,18 +206,34 @@ def load_stage_model(exp: ExperimentConfig, run: StageRun, num_classes: int) -> 
     return net.eval()
 
 
-def _eval_dict(net: nn.Module, ev: Evaluation, data: Dataset, exp: ExperimentConfig, tcfg: TrainConfig,
-               num_classes: int) -> dict[str, Any]:
-    res = evaluate(net, predictor(ev), data, batch_size=tcfg.eval_batch_size or tcfg.batch_size,
-                   device=tcfg.device, num_classes=num_classes, clips_per_video=exp.data.clips_per_video,
-                   amp=tcfg.amp, num_workers=tcfg.num_workers)
+def _eval_dict(
+    net: nn.Module, ev: Evaluation, data: Dataset, exp: ExperimentConfig, tcfg: TrainConfig, num_classes: int
+) -> dict[str, Any]:
+    res = evaluate(
+        net,
+        predictor(ev),
+        data,
+        batch_size=tcfg.eval_batch_size or tcfg.batch_size,
+        device=tcfg.device,
+        num_classes=num_classes,
+        clips_per_video=exp.data.clips_per_video,
+        amp=tcfg.amp,
+        num_workers=tcfg.num_workers,
+    )
     d = res.to_dict()
     d.update(evaluation=ev.name, streams=list(ev.streams), inputs=list(ev.inputs), paper_row=ev.paper_row)
     return d
 
 
-def run_stage(exp: ExperimentConfig, stage: Stage, key: str, dirs: dict[str, Path], datasets: DatasetFactory,
-              num_classes: int, resume: bool) -> StageRun:
+def run_stage(
+    exp: ExperimentConfig,
+    stage: Stage,
+    key: str,
+    dirs: dict[str, Path],
+    datasets: DatasetFactory,
+    num_classes: int,
+    resume: bool,
+) -> StageRun:
     out = stage_dir(exp, stage, key)
     result_file = out / "result.json"
     if result_file.is_file():
@@ -204,10 +252,27 @@ def run_stage(exp: ExperimentConfig, stage: Stage, key: str, dirs: dict[str, Pat
     if D.is_main():
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "stage.json", json.dumps(cfg_dict, indent=1))
-    sr = train_stage(net, loss_fn=_loss_fn(stage), predict_fn=predictor(stage.evaluate), train_set=train_set,
-                     val_set=val_set if len(val_set) else None, cfg=tcfg, run_dir=out, config_dict=cfg_dict,
-                     resume=resume or (out / "checkpoints" / "last.json").exists(), num_classes=num_classes,
-                     stage=stage.name, val_clips_per_video=exp.data.clips_per_video)
+    sr = train_stage(
+        net,
+        loss_fn=_loss_fn(stage),
+        predict_fn=predictor(stage.evaluate),
+        train_set=train_set,
+        val_set=val_set if len(val_set) else None,
+        cfg=tcfg,
+        run_dir=out,
+        config_dict=cfg_dict,
+        resume=resume or (out / "checkpoints" / "last.json").exists(),
+        num_classes=num_classes,
+        stage=stage.name,
+        val_clips_per_video=exp.data.clips_per_video,
+    )
+    if D.is_main() and not sr.best_checkpoint.is_file():
+        # Zero epochs (stage_epochs {name: 0}): the handed-over weights are the stage's result; later stages,
+        # evaluation and export read them from best.safetensors like any other stage's.
+        save_checkpoint(
+            out / "checkpoints" / "best", net, None, {"kind": "best", "stage": stage.name, "epoch": 0}
+        )
+    D.barrier()
     test_sets: dict[tuple[str, ...], Dataset] = {}
 
     def test_set(inputs: tuple[str, ...]) -> Dataset:
@@ -216,10 +281,18 @@ def run_stage(exp: ExperimentConfig, stage: Stage, key: str, dirs: dict[str, Pat
         return test_sets[inputs]
 
     result: dict[str, Any] = {
-        "stage": stage.name, "title": stage.title, "paper_row": stage.paper_row, "key": key, "dir": str(out),
-        "best_epoch": sr.best_epoch, "val": sr.best_val, "history": sr.history,
+        "stage": stage.name,
+        "title": stage.title,
+        "paper_row": stage.paper_row,
+        "key": key,
+        "dir": str(out),
+        "best_epoch": sr.best_epoch,
+        "val": sr.best_val,
+        "history": sr.history,
         "test": _eval_dict(net, stage.evaluate, test_set(stage.evaluate.inputs), exp, tcfg, num_classes),
-        "extra": {ev.name: _eval_dict(net, ev, test_set(ev.inputs), exp, tcfg, num_classes) for ev in stage.extra},
+        "extra": {
+            ev.name: _eval_dict(net, ev, test_set(ev.inputs), exp, tcfg, num_classes) for ev in stage.extra
+        },
     }
     if D.is_main():
         write_text_atomic(result_file, json.dumps(result, indent=1, default=float))
@@ -227,9 +300,15 @@ def run_stage(exp: ExperimentConfig, stage: Stage, key: str, dirs: dict[str, Pat
     return StageRun(stage, key, out, result, reused=False)
 
 
-def run_recipe(exp: ExperimentConfig, datasets: DatasetFactory, num_classes: int, *,
-               only: Sequence[str] | None = None, resume: bool = False,
-               class_names: Sequence[str] | None = None) -> dict[str, StageRun]:
+def run_recipe(
+    exp: ExperimentConfig,
+    datasets: DatasetFactory,
+    num_classes: int,
+    *,
+    only: Sequence[str] | None = None,
+    resume: bool = False,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, StageRun]:
     """Run the recipe's stages in order (``only``: a subset; the stages they need must be done or listed).
 
     Returns stage name -> :class:`StageRun`. Writes ``<out_dir>/config.yaml`` and ``<out_dir>/results.json``.
@@ -244,8 +323,13 @@ def run_recipe(exp: ExperimentConfig, datasets: DatasetFactory, num_classes: int
     if D.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         dump_yaml(exp, out_dir / "config.yaml")
-        write_text_atomic(out_dir / "dataset.json", json.dumps(
-            {"num_classes": num_classes, "class_names": list(class_names) if class_names else None}, indent=1))
+        write_text_atomic(
+            out_dir / "dataset.json",
+            json.dumps(
+                {"num_classes": num_classes, "class_names": list(class_names) if class_names else None},
+                indent=1,
+            ),
+        )
         write_text_atomic(out_dir / "recipe.json", json.dumps([stage_to_dict(s) for s in stages], indent=1))
     keys: dict[str, str] = {}
     dirs: dict[str, Path] = {}
@@ -255,19 +339,30 @@ def run_recipe(exp: ExperimentConfig, datasets: DatasetFactory, num_classes: int
         dirs[st.name] = stage_dir(exp, st, keys[st.name])
         if st.name not in wanted:
             if (dirs[st.name] / "result.json").is_file():
-                runs[st.name] = StageRun(st, keys[st.name], dirs[st.name],
-                                         json.loads((dirs[st.name] / "result.json").read_text()), reused=True)
+                runs[st.name] = StageRun(
+                    st,
+                    keys[st.name],
+                    dirs[st.name],
+                    json.loads((dirs[st.name] / "result.json").read_text()),
+                    reused=True,
+                )
             continue
         missing = [d for d in st.depends_on if d not in runs]
         if missing:
-            raise RuntimeError(f"stage {st.name!r} needs {missing} first (run them, or include them in --stage)")
+            raise RuntimeError(
+                f"stage {st.name!r} needs {missing} first (run them, or include them in --stage)"
+            )
         runs[st.name] = run_stage(exp, st, keys[st.name], dirs, datasets, num_classes, resume)
         acc = runs[st.name].result["test"]["accuracy"]
         log.info("%s: test accuracy %.4f (%s)", st.name, acc, runs[st.name].dir)
     if D.is_main():
-        summary = {n: {k: r.result.get(k) for k in ("title", "paper_row", "dir", "best_epoch")}
-                   | {"test_accuracy": r.result["test"]["accuracy"],
-                      "extra": {k: v["accuracy"] for k, v in r.result.get("extra", {}).items()}}
-                   for n, r in runs.items()}
+        summary = {
+            n: {k: r.result.get(k) for k in ("title", "paper_row", "dir", "best_epoch")}
+            | {
+                "test_accuracy": r.result["test"]["accuracy"],
+                "extra": {k: v["accuracy"] for k, v in r.result.get("extra", {}).items()},
+            }
+            for n, r in runs.items()
+        }
         write_text_atomic(out_dir / "results.json", json.dumps(summary, indent=1))
     return runs

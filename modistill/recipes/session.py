@@ -45,9 +45,16 @@ def cache_datasets(exp: ExperimentConfig):
         key = (split, tuple(modalities), train)
         if key not in built:
             clips = 1 if train else exp.data.clips_per_video
-            ds = CachedClipDataset(root, split=split, protocol=exp.data.protocol, frames=exp.data.frames,
-                                   train=train, modalities=tuple(modalities), seed=exp.train.seed,
-                                   clips_per_video=clips)
+            ds = CachedClipDataset(
+                root,
+                split=split,
+                protocol=exp.data.protocol,
+                frames=exp.data.frames,
+                train=train,
+                modalities=tuple(modalities),
+                seed=exp.train.seed,
+                clips_per_video=clips,
+            )
             built[key] = StackedClips(ds, clips) if clips > 1 else ds
         return built[key]
 
@@ -94,7 +101,9 @@ class RunHandle:
 
     def model(self, stage: str):
         if stage not in self.stages:
-            raise KeyError(f"{self.dir}: stage {stage!r} has no result (finished stages: {sorted(self.stages)})")
+            raise KeyError(
+                f"{self.dir}: stage {stage!r} has no result (finished stages: {sorted(self.stages)})"
+            )
         return load_stage_model(self.exp, self.stages[stage], self.num_classes)
 
     def result(self, stage: str) -> dict[str, Any]:
@@ -115,7 +124,9 @@ def open_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> RunHandle:
         keys[st.name] = stage_key(exp, st, {d: keys[d] for d in st.depends_on})
         d = stage_dir(exp, st, keys[st.name])
         if (d / "result.json").is_file():
-            stages[st.name] = StageRun(st, keys[st.name], d, json.loads((d / "result.json").read_text()), True)
+            stages[st.name] = StageRun(
+                st, keys[st.name], d, json.loads((d / "result.json").read_text()), True
+            )
     meta_file = run_dir / "dataset.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     num_classes = meta.get("num_classes")

@@ -98,7 +98,9 @@ class Stage:
         for s in self.streams:
             if s.name == name:
                 return s
-        raise KeyError(f"stage {self.name!r} has no stream {name!r}; streams: {[s.name for s in self.streams]}")
+        raise KeyError(
+            f"stage {self.name!r} has no stream {name!r}; streams: {[s.name for s in self.streams]}"
+        )
 
     @property
     def trainable(self) -> tuple[str, ...]:
@@ -145,20 +147,26 @@ def validate_recipe(stages: list[Stage]) -> None:
             if src is None:
                 continue
             if src[0] not in seen:
-                raise ValueError(f"{where}: stream {s.name!r} takes weights from {s.init!r}, but stage "
-                                 f"{src[0]!r} does not come earlier in the recipe")
+                raise ValueError(
+                    f"{where}: stream {s.name!r} takes weights from {s.init!r}, but stage "
+                    f"{src[0]!r} does not come earlier in the recipe"
+                )
             seen[src[0]].stream(src[1])
         missing = {s.modality for s in st.streams} - set(st.inputs)
         if missing:
-            raise ValueError(f"{where}: streams read {sorted(missing)}, which are not among inputs {st.inputs}")
+            raise ValueError(
+                f"{where}: streams read {sorted(missing)}, which are not among inputs {st.inputs}"
+            )
         for ev in (st.evaluate, *st.extra):
             unknown = set(ev.streams) - set(names)
             if unknown:
                 raise ValueError(f"{where}: evaluation {ev.name!r} names unknown streams {sorted(unknown)}")
             need = {st.stream(n).modality for n in ev.streams} - set(ev.inputs)
             if need:
-                raise ValueError(f"{where}: evaluation {ev.name!r} runs streams that read {sorted(need)}, "
-                                 f"not in its inputs {ev.inputs}")
+                raise ValueError(
+                    f"{where}: evaluation {ev.name!r} runs streams that read {sorted(need)}, "
+                    f"not in its inputs {ev.inputs}"
+                )
         reached = st.loss.streams_needed()
         if st.loss.uses_teacher:
             # Every distillation term detaches its teacher (distill/terms.py): reading it trains nothing, only
@@ -173,8 +181,10 @@ def validate_recipe(stages: list[Stage]) -> None:
             reached |= set(st.fuse or names)
         idle = [n for n in st.trainable if n not in reached and not _fed_by_connection(st, n, reached)]
         if idle:
-            raise ValueError(f"{where}: trainable streams {idle} get no gradient from the loss {st.loss.kind!r}; "
-                             "freeze them or change the loss")
+            raise ValueError(
+                f"{where}: trainable streams {idle} get no gradient from the loss {st.loss.kind!r}; "
+                "freeze them or change the loss"
+            )
         seen[st.name] = st
 
 

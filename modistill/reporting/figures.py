@@ -63,8 +63,13 @@ def hall_curve(stage_dirs: dict[str, str], out: Path) -> Path | None:
         recs = epoch_records(d)
         keys = sorted({k for r in recs for k in (r.get("parts") or {}) if k.startswith("hall/")})
         for k in keys:
-            ax.plot([r["epoch"] for r in recs], [r["parts"].get(k, np.nan) for r in recs], marker="o", ms=3,
-                    label=f"{name} {k}")
+            ax.plot(
+                [r["epoch"] for r in recs],
+                [r["parts"].get(k, np.nan) for r in recs],
+                marker="o",
+                ms=3,
+                label=f"{name} {k}",
+            )
             drawn = True
     if not drawn:
         plt.close(fig)
@@ -90,13 +95,18 @@ def noise_curve(rob: dict[str, Any], out: Path) -> Path:
     if rob["void"]["mean"] is not None:
         ax.axhline(rob["void"]["mean"] * 100, color="tab:red", ls="--", label="ours: void depth")
     if rob["rgb_final"]["mean"] is not None:
-        ax.axhline(rob["rgb_final"]["mean"] * 100, color="tab:green", ls="--", label="ours: final RGB-only model")
+        ax.axhline(
+            rob["rgb_final"]["mean"] * 100, color="tab:green", ls="--", label="ours: final RGB-only model"
+        )
     p = rob["paper_cv"]
     px = np.where(np.asarray(p["sigma2"]) > 0, p["sigma2"], 1e-4)
     ax.plot(px, p["accuracy"], color="gray", marker="s", ms=3, alpha=0.6, label="paper (NTU, cross-view)")
     ax.set_xscale("log")
-    ax.set(xlabel="noise variance sigma^2 (0 drawn at 1e-4)", ylabel="accuracy (%)",
-           title="Robustness to depth noise (Table 3)")
+    ax.set(
+        xlabel="noise variance sigma^2 (0 drawn at 1e-4)",
+        ylabel="accuracy (%)",
+        title="Robustness to depth noise (Table 3)",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -105,8 +115,9 @@ def noise_curve(rob: dict[str, Any], out: Path) -> Path:
     return out
 
 
-def confusion_figure(confusion: list[list[int]], class_names: list[str] | None, out: Path,
-                     title: str = "Confusion matrix") -> Path:
+def confusion_figure(
+    confusion: list[list[int]], class_names: list[str] | None, out: Path, title: str = "Confusion matrix"
+) -> Path:
     """Row-normalised confusion matrix (rows = true class)."""
     cm = np.asarray(confusion, dtype=float)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -119,8 +130,15 @@ def confusion_figure(confusion: list[list[int]], class_names: list[str] | None, 
     for i in range(k):
         for j in range(k):
             if cm[i, j]:
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()

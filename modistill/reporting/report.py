@@ -30,7 +30,9 @@ def _ours(s: dict[str, Any]) -> str:
     return f"{100 * s['mean']:.1f}"
 
 
-def render_markdown(summary: dict[str, Any], figs: dict[str, str], extra: dict[str, Any] | None = None) -> str:
+def render_markdown(
+    summary: dict[str, Any], figs: dict[str, str], extra: dict[str, Any] | None = None
+) -> str:
     """The report as Markdown (figures referenced by relative file name)."""
     extra = extra or {}
     proto = summary["protocol"]
@@ -72,15 +74,22 @@ def render_markdown(summary: dict[str, Any], figs: dict[str, str], extra: dict[s
         lines.append("")
     rob = summary.get("robustness")
     if rob:
-        lines += ["## Robustness to depth noise (paper Table 3)", "",
-                  "Step-2 teacher with multiplicative noise I·n, n ~ N(1, σ), on its depth input.", "",
-                  "| σ² | ours | paper (NTU cross-view) |", "|---|---|---|"]
+        lines += [
+            "## Robustness to depth noise (paper Table 3)",
+            "",
+            "Step-2 teacher with multiplicative noise I·n, n ~ N(1, σ), on its depth input.",
+            "",
+            "| σ² | ours | paper (NTU cross-view) |",
+            "|---|---|---|",
+        ]
         paper_acc = dict(zip(rob["paper_cv"]["sigma2"], rob["paper_cv"]["accuracy"]))
         for s, a in zip(rob["sigma2"], rob["accuracy"]):
             p = paper_acc.get(s)
             lines.append(f"| {s:g} | {_ours(a)} | {'-' if p is None else f'{p:.2f}'} |")
         lines.append(f"| void depth | {_ours(rob['void'])} | {rob['paper_cv']['void']:.2f} |")
-        lines.append(f"| final RGB-only model | {_ours(rob['rgb_final'])} | {rob['paper_cv']['rgb_final']:.2f} |")
+        lines.append(
+            f"| final RGB-only model | {_ours(rob['rgb_final'])} | {rob['paper_cv']['rgb_final']:.2f} |"
+        )
         lines.append("")
     if figs:
         lines += ["## Figures", ""]
@@ -136,15 +145,25 @@ def _markdown_to_html(md: str, folder: Path) -> str:
         out.append("</table>")
     if in_list:
         out.append("</ul>")
-    style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;line-height:1.4}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}"
-             "th{background:#f0f0f0}img{max-width:100%}code{background:#f4f4f4;padding:1px 3px}")
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>modistill report</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;max-width:980px;margin:2em auto;line-height:1.4}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}"
+        "th{background:#f0f0f0}img{max-width:100%}code{background:#f4f4f4;padding:1px 3px}"
+    )
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>modistill report</title>"
+        f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n"
+    )
 
 
-def write_report(root: str | Path, out_dir: str | Path | None = None, *, protocol: str | None = None,
-                 class_names: list[str] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Path]:
+def write_report(
+    root: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    protocol: str | None = None,
+    class_names: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Path]:
     """Summarise the run(s) under ``root`` and write the report into ``out_dir`` (default: ``root``).
 
     Returns the written paths: ``markdown``, ``html``, ``metrics`` and one per figure.
@@ -166,10 +185,13 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, *, protoco
     if hp:
         figs["Hallucination loss L_hall (first run)"] = hp.name
     if summary.get("robustness"):
-        figs["Depth-noise robustness"] = figures.noise_curve(summary["robustness"], out / "noise_curve.png").name
+        figs["Depth-noise robustness"] = figures.noise_curve(
+            summary["robustness"], out / "noise_curve.png"
+        ).name
     final = first.get("step4") or next(reversed(first.values()))
     figs[f"Confusion matrix: {final['title']} (first run, test)"] = figures.confusion_figure(
-        final["test"]["confusion"], class_names, out / "confusion.png", title=final["title"]).name
+        final["test"]["confusion"], class_names, out / "confusion.png", title=final["title"]
+    ).name
     for title, name in figs.items():
         paths[title] = out / name
     summary["final_confusion"] = final["test"]["confusion"]

@@ -53,8 +53,12 @@ def _stats(values: list[float]) -> dict[str, Any]:
     arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     if arr.size == 0:
         return {"mean": None, "std": None, "n": 0, "values": values}
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
-            "n": int(arr.size), "values": [float(v) for v in values]}
+    return {
+        "mean": float(arr.mean()),
+        "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+        "n": int(arr.size),
+        "values": [float(v) for v in values],
+    }
 
 
 def _row_results(run: dict[str, Any]) -> dict[str, float]:
@@ -83,10 +87,23 @@ def summarize(runs: list[dict[str, Any]], protocol: str = "xsub") -> dict[str, A
         if all(v is None for v in vals):
             continue
         s = _stats([v for v in vals if v is not None])
-        table.append({"row": row, "model": entry[0], "input": entry[1], "ours": s,
-                      "paper": entry[col], "paper_cs": entry[2], "paper_cv": entry[3]})
-    out: dict[str, Any] = {"protocol": protocol, "n_runs": len(runs), "table": table,
-                           "runs": [r["dir"] for r in runs]}
+        table.append(
+            {
+                "row": row,
+                "model": entry[0],
+                "input": entry[1],
+                "ours": s,
+                "paper": entry[col],
+                "paper_cs": entry[2],
+                "paper_cv": entry[3],
+            }
+        )
+    out: dict[str, Any] = {
+        "protocol": protocol,
+        "n_runs": len(runs),
+        "table": table,
+        "runs": [r["dir"] for r in runs],
+    }
     gaps = [gap_closed(pr["2"], pr["8"], pr["15"]) for pr in per_run if {"2", "8", "15"} <= set(pr)]
     if gaps:
         out["gap_closed"] = _stats(gaps) | {"paper": paper.GAP_CLOSED.get(protocol)}
@@ -95,8 +112,9 @@ def summarize(runs: list[dict[str, Any]], protocol: str = "xsub") -> dict[str, A
         m = {k: float(np.mean([pr[k] for pr in per_run])) for k in ("1", "2", "8")}
         checks["teacher_beats_both_single_streams"] = bool(m["8"] > max(m["1"], m["2"]))
     if all({"2", "15"} <= set(pr) for pr in per_run):
-        checks["final_beats_rgb_step1"] = bool(np.mean([pr["15"] for pr in per_run])
-                                               > np.mean([pr["2"] for pr in per_run]))
+        checks["final_beats_rgb_step1"] = bool(
+            np.mean([pr["15"] for pr in per_run]) > np.mean([pr["2"] for pr in per_run])
+        )
         checks["final_beats_rgb_step1_per_run"] = [bool(pr["15"] > pr["2"]) for pr in per_run]
     out["checks"] = checks
     robs = [r["robustness"] for r in runs if r.get("robustness")]
@@ -107,7 +125,11 @@ def summarize(runs: list[dict[str, Any]], protocol: str = "xsub") -> dict[str, A
             "accuracy": [_stats([rb["accuracy"][i] for rb in robs]) for i in range(len(sig))],
             "void": _stats([rb["void"] for rb in robs]),
             "rgb_final": _stats([rb["rgb_final"] for rb in robs if rb.get("rgb_final") is not None]),
-            "paper_cv": {"sigma2": list(paper.NOISE_SIGMA2), "accuracy": list(paper.NOISE_CV),
-                         "void": paper.NOISE_VOID_CV, "rgb_final": paper.NOISE_RGB_FINAL_CV},
+            "paper_cv": {
+                "sigma2": list(paper.NOISE_SIGMA2),
+                "accuracy": list(paper.NOISE_CV),
+                "void": paper.NOISE_VOID_CV,
+                "rgb_final": paper.NOISE_RGB_FINAL_CV,
+            },
         }
     return out

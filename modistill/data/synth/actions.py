@@ -301,31 +301,34 @@ def jumping_jack(perf: Performer, n: int, rng: np.random.Generator) -> PoseTrack
     return tr
 
 
+def _cls(fn: Callable, pair: str | None, description: str) -> ActionClass:
+    return ActionClass(fn.__name__, description, "depth-pair" if pair else "image-plane", pair, fn)
+
+
+# fmt: off
 ACTIONS: tuple[ActionClass, ...] = (
-    ActionClass("push_forward", "both hands pushed out from the chest straight towards the camera at chest "
-                "height, palms forward, then drawn back", "depth-pair", "hands_to_chest", push_forward),
-    ActionClass("hands_to_chest", "both hands brought onto the chest, elbows bent at the sides, head slightly "
-                "bowed", "depth-pair", "push_forward", hands_to_chest),
-    ActionClass("point_forward", "right arm stretched straight out at the camera (foreshortened: from the "
-                "front the hand covers the shoulder)", "depth-pair", "hand_to_shoulder", point_forward),
-    ActionClass("hand_to_shoulder", "right hand raised to just in front of the right shoulder, elbow low in "
-                "front of the chest", "depth-pair", "point_forward", hand_to_shoulder),
-    ActionClass("lean_forward", "trunk bows 30-45 degrees towards the camera, hips back, arms hanging",
-                "depth-pair", "lean_backward", lean_forward),
-    ActionClass("lean_backward", "trunk bends 18-28 degrees away from the camera, hips forward, arms hanging",
-                "depth-pair", "lean_forward", lean_backward),
-    ActionClass("step_forward", "right foot steps 0.3-0.45 m towards the camera, weight follows, then back",
-                "depth-pair", "step_backward", step_forward),
-    ActionClass("step_backward", "right foot steps 0.3-0.45 m away from the camera, weight follows, then back",
-                "depth-pair", "step_forward", step_backward),
-    ActionClass("wave", "right hand raised beside the head, waving side to side at 1.6-2.6 Hz",
-                "image-plane", None, wave),
-    ActionClass("clap", "hands clap repeatedly in front of the chest at 1.8-2.6 Hz", "image-plane", None, clap),
-    ActionClass("squat", "knees bend until the hips drop 0.3-0.42 m, arms swing forward, then up again",
-                "image-plane", None, squat),
-    ActionClass("jumping_jack", "jumps with arms swung overhead and feet apart, 1.1-1.6 Hz", "image-plane",
-                None, jumping_jack),
-)  # fmt: skip
+    _cls(push_forward, "hands_to_chest", "both hands pushed out from the chest straight towards the camera "
+         "at chest height, palms forward, then drawn back"),
+    _cls(hands_to_chest, "push_forward", "both hands brought onto the chest, elbows bent at the sides, head "
+         "slightly bowed"),
+    _cls(point_forward, "hand_to_shoulder", "right arm stretched straight out at the camera (foreshortened: "
+         "from the front the hand covers the shoulder)"),
+    _cls(hand_to_shoulder, "point_forward", "right hand raised to just in front of the right shoulder, elbow "
+         "low in front of the chest"),
+    _cls(lean_forward, "lean_backward", "trunk bows 30-45 degrees towards the camera, hips back, arms "
+         "hanging"),
+    _cls(lean_backward, "lean_forward", "trunk bends 18-28 degrees away from the camera, hips forward, arms "
+         "hanging"),
+    _cls(step_forward, "step_backward", "right foot steps 0.3-0.45 m towards the camera, weight follows, "
+         "then back"),
+    _cls(step_backward, "step_forward", "right foot steps 0.3-0.45 m away from the camera, weight follows, "
+         "then back"),
+    _cls(wave, None, "right hand raised beside the head, waving side to side at 1.6-2.6 Hz"),
+    _cls(clap, None, "hands clap repeatedly in front of the chest at 1.8-2.6 Hz"),
+    _cls(squat, None, "knees bend until the hips drop 0.3-0.42 m, arms swing forward, then up again"),
+    _cls(jumping_jack, None, "jumps with arms swung overhead and feet apart, 1.1-1.6 Hz"),
+)
+# fmt: on
 ACTION_NAMES: tuple[str, ...] = tuple(a.name for a in ACTIONS)
 _BY_NAME = {a.name: a for a in ACTIONS}
 

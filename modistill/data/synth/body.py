@@ -59,13 +59,19 @@ _SHIRT = [
     (0.80, 0.15, 0.15), (0.15, 0.35, 0.75), (0.20, 0.60, 0.30), (0.90, 0.85, 0.80), (0.15, 0.15, 0.18),
     (0.95, 0.70, 0.15), (0.55, 0.25, 0.60), (0.20, 0.65, 0.70), (0.85, 0.45, 0.55), (0.50, 0.50, 0.52),
 ]  # fmt: skip
-_TROUSERS = [(0.15, 0.22, 0.42), (0.10, 0.10, 0.12), (0.60, 0.52, 0.38), (0.35, 0.35, 0.38), (0.32, 0.22, 0.15)]
+_TROUSERS = [
+    (0.15, 0.22, 0.42),
+    (0.10, 0.10, 0.12),
+    (0.60, 0.52, 0.38),
+    (0.35, 0.35, 0.38),
+    (0.32, 0.22, 0.15),
+]
 _SHOES = [(0.08, 0.08, 0.08), (0.92, 0.92, 0.92), (0.40, 0.25, 0.15), (0.70, 0.15, 0.15)]
 
 
 @dataclass(frozen=True)
 class Performer:
-    """One synthetic subject: proportions, clothing, motion style. Everything derives from ``(seed, subject)``.
+    """One synthetic subject: proportions, clothing, motion style, all derived from ``(seed, subject)``.
 
     ``lengths`` are segment lengths in metres (keys of the anthropometric table), ``radii`` capsule radii in
     metres, ``colors`` linear RGB in [0, 1] per clothing part, ``patterns`` per part ``(kind, period_m,
@@ -125,8 +131,11 @@ def make_performer(seed: int, subject: int) -> Performer:
     }  # fmt: skip
     patterns = {}
     for part in ("shirt", "trousers"):
-        kind = str(rng.choice(["solid", "stripes", "speckle"], p=[0.45, 0.35, 0.2] if part == "shirt" else
-                              [0.7, 0.1, 0.2]))
+        kind = str(
+            rng.choice(
+                ["solid", "stripes", "speckle"], p=[0.45, 0.35, 0.2] if part == "shirt" else [0.7, 0.1, 0.2]
+            )
+        )
         patterns[part] = (kind, float(rng.uniform(0.04, 0.12)), float(rng.uniform(0.25, 0.5)))
     style = {
         "speed": float(rng.uniform(0.85, 1.15)),        # tempo of periodic motions
@@ -136,9 +145,16 @@ def make_performer(seed: int, subject: int) -> Performer:
         "stance": float(rng.uniform(0.9, 1.3)),          # feet apart, relative to hip width
     }  # fmt: skip
     return Performer(
-        subject=int(subject), height=height, girth=girth, lengths=lengths, radii=radii, colors=colors,
-        patterns=patterns, sleeves=str(rng.choice(["long", "short"])),
-        legwear=str(rng.choice(["trousers", "shorts"], p=[0.8, 0.2])), style=style,
+        subject=int(subject),
+        height=height,
+        girth=girth,
+        lengths=lengths,
+        radii=radii,
+        colors=colors,
+        patterns=patterns,
+        sleeves=str(rng.choice(["long", "short"])),
+        legwear=str(rng.choice(["trousers", "shorts"], p=[0.8, 0.2])),
+        style=style,
         body_id=72057594037927936 + int(rng.integers(1000, 60000)),  # Kinect-like bodyID (NTU files)
     )
 
@@ -151,7 +167,7 @@ class PoseTrack:
     forward when positive (pelvis rotation moves everything above the hips, the legs are re-solved by IK);
     ``trunk_roll`` bends sideways, ``trunk_twist`` turns the chest, ``head_pitch`` nods down when positive.
     ``wrist[s]`` is the wrist target relative to shoulder ``s`` in the chest frame, ``elbow_pole[s]`` where
-    the elbow should point (chest frame); ``ankle[s]`` the ankle target in the ground frame and ``knee_pole[s]``
+    the elbow should point (chest frame); ``ankle[s]`` the ankle target in the ground frame, ``knee_pole[s]``
     the knee direction in the yaw-rotated ground frame; ``wrist_flex[s]`` bends the hand (positive = back of
     the hand towards the forearm's outside, palm forward when pushing). ``s`` is ``"l"`` or ``"r"``.
     """
@@ -249,7 +265,10 @@ def solve_pose(perf: Performer, track: PoseTrack) -> BodyPose:
     J[:, 3] = J[:, 2] + up(g_head, (0, L["head"], 0))
     R[:, 0], R[:, 1], R[:, 20], R[:, 2] = g_pelvis, g_chest, g_chest, g_head
     yaw_r = rot_y(track.yaw)
-    for side, sgn, (sh, el, wr, ha, tip, th) in (("l", -1, (4, 5, 6, 7, 21, 22)), ("r", 1, (8, 9, 10, 11, 23, 24))):
+    for side, sgn, (sh, el, wr, ha, tip, th) in (
+        ("l", -1, (4, 5, 6, 7, 21, 22)),
+        ("r", 1, (8, 9, 10, 11, 23, 24)),
+    ):
         J[:, sh] = J[:, 20] + up(g_chest, (sgn * L["shoulder_w"], -L["shoulder_drop"], 0))
         target = J[:, sh] + np.einsum("fij,fj->fi", g_chest, track.wrist[side])
         pole = np.einsum("fij,fj->fi", g_chest, track.elbow_pole[side])
@@ -290,7 +309,8 @@ def solve_pose(perf: Performer, track: PoseTrack) -> BodyPose:
 # the 25 joints, then EXTRA_POINTS (25 + k). The trunk is three vertical columns so it is wider than deep.
 CAPSULES: tuple[tuple[int, int, str, str, str], ...] = (
     (12, 4, "torso", "shoulders", "shirt"), (16, 8, "torso", "shoulders", "shirt"),
-    (0, 20, "spine", "spine", "shirt"), (1, 29, "spine", "torso", "shirt"), (4, 8, "shoulders", "shoulders", "shirt"),
+    (0, 20, "spine", "spine", "shirt"), (1, 29, "spine", "torso", "shirt"),
+    (4, 8, "shoulders", "shoulders", "shirt"),
     (12, 16, "pelvis", "pelvis", "trousers"),
     (20, 3, "neck", "neck", "skin"), (3, 3, "head", "head", "skin"),
     (25, 26, "head", "head", "hair"),

@@ -10,7 +10,7 @@ Shahroudy et al. 2016); setups differ in camera height and distance.
 Projection (camera space as Kinect: x with the image column, y up, z forward, metres):
 ``u = cx + fx * x / z``, ``v = cy - fy * y / z``. Intrinsics are nominal (full-size frames); a rendered image
 of size (W, H) uses them scaled by W / 1920 (or W / 512), so a nominal coordinate ``u`` lands on the decoded
-pixel coordinate ``u * W / 1920`` (the rescaling NTU readers apply), with pixel centres at integer coordinates.
+pixel coordinate ``u * W / 1920`` (the rescaling NTU readers apply); pixel centres are at integer coordinates.
 """
 
 from __future__ import annotations
@@ -62,8 +62,14 @@ class Intrinsics:
         )
 
     def to_dict(self) -> dict[str, float]:
-        return {"fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy, "width": self.width,
-                "height": self.height}  # fmt: skip
+        return {
+            "fx": self.fx,
+            "fy": self.fy,
+            "cx": self.cx,
+            "cy": self.cy,
+            "width": self.width,
+            "height": self.height,
+        }
 
 
 KINECT_COLOR = Intrinsics(1065.0, 1065.0, 960.0, 540.0, 1920, 1080)  # 84.1 x 53.8 degrees
@@ -107,8 +113,12 @@ def make_setup(seed: int, setup: int) -> Setup:
         ambient=float(rng.uniform(0.35, 0.55)),
         diffuse=float(rng.uniform(0.5, 0.75)),
         tint=tuple(float(x) for x in rng.uniform(0.9, 1.1, 3)),
-        room={"back": float(rng.uniform(1.6, 2.8)), "side": float(rng.uniform(3.0, 4.2)),
-              "ceiling": float(rng.uniform(2.6, 3.2)), "front": 4.6},  # fmt: skip
+        room={
+            "back": float(rng.uniform(1.6, 2.8)),
+            "side": float(rng.uniform(3.0, 4.2)),
+            "ceiling": float(rng.uniform(2.6, 3.2)),
+            "front": 4.6,
+        },
     )
 
 
@@ -135,8 +145,12 @@ class Rig:
         return self.position - self.rotation.T @ DEPTH_TO_COLOR_T
 
     def to_dict(self) -> dict:
-        return {"camera": self.camera, "azimuth_deg": self.azimuth_deg,
-                "position": self.position.tolist(), "rotation": self.rotation.tolist()}  # fmt: skip
+        return {
+            "camera": self.camera,
+            "azimuth_deg": self.azimuth_deg,
+            "position": self.position.tolist(),
+            "rotation": self.rotation.tolist(),
+        }
 
 
 def make_rig(seed: int, setup: Setup, camera: int) -> Rig:

@@ -17,23 +17,40 @@ __all__ = ["PRESETS", "SynthConfig", "make_config", "sample_names", "GENERATOR_V
 GENERATOR_VERSION = "1"
 
 PRESETS: dict[str, dict] = {
-    # A handful of short samples for tests: 3 classes x 2 subjects (1 train, 3 test) x 2 views (1 test, 2 train).
+    # For tests: 3 classes x subjects 1 (xsub train), 3 (test) x cameras 1 (xview test), 2 (train)
     "tiny": {
-        "classes": ["push_forward", "hands_to_chest", "wave"], "subjects": [1, 3], "cameras": [1, 2],
-        "setups": 1, "replications": 1, "frames": [16, 20],
-        "missing_skeleton_rate": 0.0, "noise_body_rate": 0.0,
+        "classes": ["push_forward", "hands_to_chest", "wave"],
+        "subjects": [1, 3],
+        "cameras": [1, 2],
+        "setups": 1,
+        "replications": 1,
+        "frames": [16, 20],
+        "missing_skeleton_rate": 0.0,
+        "noise_body_rate": 0.0,
     },
     # Every class, 4 subjects (1, 2, 4 train; 3 test), all views, two setups.
     "small": {
-        "classes": None, "subjects": [1, 2, 3, 4], "cameras": [1, 2, 3], "setups": 2, "replications": 1,
-        "frames": [32, 48], "missing_skeleton_rate": 0.02, "noise_body_rate": 0.05,
+        "classes": None,
+        "subjects": [1, 2, 3, 4],
+        "cameras": [1, 2, 3],
+        "setups": 2,
+        "replications": 1,
+        "frames": [32, 48],
+        "missing_skeleton_rate": 0.02,
+        "noise_body_rate": 0.05,
     },
     # 12 classes x 8 subjects x 3 views = 288 samples, NTU-like lengths (1.3-2.7 s at 30 fps).
     "demo": {
-        "classes": None, "subjects": [1, 2, 3, 4, 5, 6, 7, 8], "cameras": [1, 2, 3], "setups": 2,
-        "replications": 1, "frames": [40, 80], "missing_skeleton_rate": 0.02, "noise_body_rate": 0.05,
+        "classes": None,
+        "subjects": [1, 2, 3, 4, 5, 6, 7, 8],
+        "cameras": [1, 2, 3],
+        "setups": 2,
+        "replications": 1,
+        "frames": [40, 80],
+        "missing_skeleton_rate": 0.02,
+        "noise_body_rate": 0.05,
     },
-}  # fmt: skip
+}
 
 
 @dataclass
@@ -43,7 +60,9 @@ class SynthConfig:
     ``rgb_size``/``depth_size`` are (width, height); ``classes`` the class names in action-id order;
     ``setups`` the number of setups (subject ``p`` performs in setup ``1 + (p - 1) % setups``, as NTU's
     performers each appear in a subset of setups); ``frames`` the inclusive range of sample lengths;
-    ``rgb_noise`` the sensor noise sigma (fraction of full scale); ``crf`` the H.264 quality;
+    ``rgb_noise`` the sensor noise sigma (fraction of full scale); ``codec`` the video encoder ("mpeg4",
+    byte-reproducible, or "libx264" as NTU's videos, whose bytes vary between processes) and ``quality``
+    its constant quantiser (mpeg4, 2 = best .. 31) or crf (libx264, 0 = lossless .. 51);
     ``position_jitter_m``/``yaw_jitter_deg`` the per-sample placement jitter of the performer.
     """
 
@@ -61,14 +80,19 @@ class SynthConfig:
     missing_skeleton_rate: float = 0.0
     noise_body_rate: float = 0.0
     rgb_noise: float = 0.012
-    crf: int = 20
+    codec: str = "mpeg4"
+    quality: int = 4
     position_jitter_m: float = 0.15
     yaw_jitter_deg: float = 12.0
     version: str = GENERATOR_VERSION
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["rgb_size"], d["depth_size"], d["frames"] = list(self.rgb_size), list(self.depth_size), list(self.frames)
+        d["rgb_size"], d["depth_size"], d["frames"] = (
+            list(self.rgb_size),
+            list(self.depth_size),
+            list(self.frames),
+        )
         return d
 
     @classmethod
@@ -93,7 +117,14 @@ class SynthConfig:
         if not self.subjects or any(not 1 <= s <= 999 for s in self.subjects):
             raise ValueError(f"subjects must be ids in 1..999, got {self.subjects}")
         if not 1 <= self.setups <= 999 or not 1 <= self.replications <= 999:
-            raise ValueError(f"setups and replications must be in 1..999, got {self.setups}, {self.replications}")
+            raise ValueError(
+                f"setups and replications must be in 1..999, got {self.setups}, {self.replications}"
+            )
+        if self.codec not in ("mpeg4", "libx264"):
+            raise ValueError(f"codec must be 'mpeg4' or 'libx264', got {self.codec!r}")
+        lo, hi = (2, 31) if self.codec == "mpeg4" else (0, 51)
+        if not lo <= self.quality <= hi:
+            raise ValueError(f"quality for {self.codec} must be in {lo}..{hi}, got {self.quality}")
         for k in ("missing_skeleton_rate", "noise_body_rate"):
             if not 0.0 <= getattr(self, k) <= 1.0:
                 raise ValueError(f"{k} must be in [0, 1], got {getattr(self, k)}")
@@ -114,13 +145,21 @@ def make_config(
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    known = {f.name for f in dataclasses.fields(SynthConfig)} - {"preset", "seed", "rgb_size", "depth_size",
-                                                                 "classes", "version"}  # fmt: skip
+    known = {f.name for f in dataclasses.fields(SynthConfig)} - {
+        "preset",
+        "seed",
+        "rgb_size",
+        "depth_size",
+        "classes",
+        "version",
+    }
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown synth option(s) {unknown}; known: {sorted(known)}")
     values = dict(PRESETS[preset])
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if "quality" not in values and values.get("codec") == "libx264":
+        values["quality"] = 20
     chosen = classes if classes is not None else values.pop("classes")
     values.pop("classes", None)
     cfg = SynthConfig(

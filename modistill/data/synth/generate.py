@@ -53,16 +53,23 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f"{path.name}{_TMP}{os.getpid()}")
 
 
-def write_video(path: Path, frames: np.ndarray, *, fps: int, crf: int) -> None:
-    """H.264 in AVI (as NTU's RGB videos), no B-frames so every packet is one frame in display order.
+def write_video(path: Path, frames: np.ndarray, *, fps: int, codec: str = "mpeg4", quality: int = 4) -> None:
+    """``(F, H, W, 3)`` uint8 RGB frames -> an AVI (NTU's container), no B-frames: one packet per frame.
 
-    One encoder thread: samples are the unit of parallelism, and a single-threaded x264 is deterministic.
+    MPEG-4 part 2 by default: FFmpeg's own encoder gives the same bytes in every process. libx264 (what NTU
+    used) is offered, but its output was found to differ between processes for identical frames (observed
+    with PyAV 18's bundled x264, single-threaded), which would break "parallel == serial".
     """
     n, h, w, _ = frames.shape
     with av.open(str(path), mode="w", format="avi") as out:
-        stream = out.add_stream("libx264", rate=fps)
+        stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast", "bf": "0", "threads": "1"}
+        stream.codec_context.thread_count = 1  # samples are the unit of parallelism
+        if codec == "libx264":
+            stream.options = {"crf": str(quality), "preset": "veryfast", "bf": "0", "threads": "1"}
+        else:
+            # Constant quantiser: FFmpeg's CLI "-q:v" is no codec option, qmin = qmax is its equivalent.
+            stream.options = {"qmin": str(quality), "qmax": str(quality), "bf": "0"}
         for img in frames:
             out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
         out.mux(stream.encode())
@@ -74,7 +81,9 @@ def _write_json(path: Path, obj: object) -> None:
     os.replace(tmp, path)
 
 
-def write_sample(root: str | Path, data: SampleData, *, fps: int = 30, crf: int = 20) -> None:
+def write_sample(
+    root: str | Path, data: SampleData, *, fps: int = 30, codec: str = "mpeg4", quality: int = 4
+) -> None:
     """Write one synthesized sample atomically (depth folder, video, skeleton, then the truth sidecar)."""
     paths = sample_paths(root, data.name)
     for p in paths.values():
@@ -87,7 +96,7 @@ def write_sample(root: str | Path, data: SampleData, *, fps: int = 30, crf: int 
         shutil.rmtree(paths["depth"])  # an older partial run's copy: replace it wholesale
     os.replace(tmp_depth, paths["depth"])
     tmp = _tmp(paths["rgb"])
-    write_video(tmp, data.rgb, fps=fps, crf=crf)
+    write_video(tmp, data.rgb, fps=fps, codec=codec, quality=quality)
     os.replace(tmp, paths["rgb"])
     tmp = _tmp(paths["skeleton"])
     write_skeleton(tmp, data.skeleton)
@@ -99,7 +108,7 @@ def generate_sample(cfg: SynthConfig, root: str | Path, name: str, *, skip_compl
     """Generate and write sample ``name``; returns False when it was already complete and skipped."""
     if skip_complete and is_complete(root, name):
         return False
-    write_sample(root, synthesize(cfg, name), fps=cfg.fps, crf=cfg.crf)
+    write_sample(root, synthesize(cfg, name), fps=cfg.fps, codec=cfg.codec, quality=cfg.quality)
     return True
 
 
@@ -111,8 +120,12 @@ def _check_or_write_config(root: Path, cfg: SynthConfig) -> None:
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: unreadable generator config ({e}); remove it or use a new folder") from e
-        diff = sorted(k for k in set(old) | set(new) if k not in _NON_CONTENT_KEYS and old.get(k) != new.get(k))
+            raise ValueError(
+                f"{path}: unreadable generator config ({e}); remove it or use a new folder"
+            ) from e
+        diff = sorted(
+            k for k in set(old) | set(new) if k not in _NON_CONTENT_KEYS and old.get(k) != new.get(k)
+        )
         if diff:
             detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
             raise ValueError(
@@ -132,8 +145,14 @@ def _classes_table(cfg: SynthConfig) -> dict[str, dict]:
     out = {}
     for i, name in enumerate(cfg.classes):
         a = by_name[name]
-        out[str(i + 1)] = {"action": i + 1, "label": i, "name": a.name, "description": a.description,
-                           "kind": a.kind, "pair": a.pair if a.pair in cfg.classes else None}  # fmt: skip
+        out[str(i + 1)] = {
+            "action": i + 1,
+            "label": i,
+            "name": a.name,
+            "description": a.description,
+            "kind": a.kind,
+            "pair": a.pair if a.pair in cfg.classes else None,
+        }
     return out
 
 
@@ -184,7 +203,8 @@ def generate_dataset(
 
     ``preset``: "tiny" (12 short samples, seconds), "small" (144), "demo" (288 = 12 classes x 8 subjects x
     3 cameras). ``overrides`` set any :class:`SynthConfig` field (``subjects``, ``cameras``, ``setups``,
-    ``replications``, ``frames``, ``missing_skeleton_rate``, ``noise_body_rate``, ``rgb_noise``, ``crf``,
+    ``replications``, ``frames``, ``missing_skeleton_rate``, ``noise_body_rate``, ``rgb_noise``, ``codec``,
+    ``quality``,
     ``position_jitter_m``, ``yaw_jitter_deg``, ``fps``). Samples are a pure function of ``(seed, name)``,
     so ``workers > 1`` (processes) writes the same bytes as a serial run; complete samples are skipped, so
     an interrupted run resumes. ``progress=True`` shows a tqdm bar.

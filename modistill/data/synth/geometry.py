@@ -44,7 +44,7 @@ def _as_angles(a: np.ndarray | float) -> np.ndarray:
 
 
 def rot_x(a: np.ndarray | float) -> np.ndarray:
-    """Rotations about ``x`` by angles ``a`` (F,) radians -> (F, 3, 3); positive turns ``+y`` towards ``+z``."""
+    """Rotations about ``x`` by angles ``a`` (F,) radians -> (F, 3, 3); positive turns ``+y`` to ``+z``."""
     a = _as_angles(a)
     c, s = np.cos(a), np.sin(a)
     o, z = np.ones_like(a), np.zeros_like(a)
@@ -112,8 +112,14 @@ def quat_from_matrix(r: np.ndarray) -> np.ndarray:
     return q / np.linalg.norm(q, axis=-1, keepdims=True)
 
 
-def smooth_noise(rng: np.random.Generator, n: int, *, dims: int = 1, freqs: tuple[float, ...] = (0.2, 0.5, 1.1),
-                 fps: float = 30.0) -> np.ndarray:
+def smooth_noise(
+    rng: np.random.Generator,
+    n: int,
+    *,
+    dims: int = 1,
+    freqs: tuple[float, ...] = (0.2, 0.5, 1.1),
+    fps: float = 30.0,
+) -> np.ndarray:
     """Band-limited wobble ``(n, dims)`` in roughly [-1, 1]: a sum of sinusoids with random phases.
 
     Used for idle sway, head motion and style: cheap, smooth at any frame rate, fully determined by ``rng``.

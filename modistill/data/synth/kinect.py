@@ -42,10 +42,13 @@ def fit_true_alignment(points_depth: np.ndarray) -> dict[str, float]:
     t = cm - scale * dm
     res = c - (scale * d + t)
     return {
-        "scale": scale, "tx": float(t[0]), "ty": float(t[1]),
-        "residual_px": float(np.sqrt(np.mean(np.sum(res * res, -1)))), "n_points": int(d.shape[0]),
+        "scale": scale,
+        "tx": float(t[0]),
+        "ty": float(t[1]),
+        "residual_px": float(np.sqrt(np.mean(np.sum(res * res, -1)))),
+        "n_points": int(d.shape[0]),
         "subject_depth_m": float(np.median(points_depth[..., 2])),
-    }  # fmt: skip
+    }
 
 
 def _occluded(xyz: np.ndarray, zbuf: np.ndarray, K: Intrinsics, margin: float = 0.15) -> np.ndarray:

@@ -152,7 +152,7 @@ def _value_noise(rng: np.random.Generator, a: np.ndarray, b: np.ndarray, cell: f
 
 
 def _surface_texture(rng: np.random.Generator, kind: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Albedo ``(n, 3)`` of one room surface at plane coordinates ``(a, b)``: base colour, pattern, clutter."""
+    """Albedo ``(n, 3)`` of a room surface at plane coordinates ``(a, b)``: base colour, pattern, clutter."""
     base = rng.uniform(0.25, 0.85, 3) * rng.uniform(0.7, 1.0)
     col = np.tile(base, (a.size, 1))
     col *= (1 + 0.12 * _value_noise(rng, a, b, 0.35))[:, None]
@@ -203,8 +203,14 @@ def render_room(seed: int, setup: Setup, rig: Rig, K: Intrinsics) -> tuple[np.nd
     o = rig.color_center()
     rm = setup.room
     # (axis, plane coordinate, surface, which world axes parametrise it)
-    planes = [(1, 0.0, "floor", (0, 2)), (1, rm["ceiling"], "ceiling", (0, 2)), (2, rm["back"], "back", (0, 1)),
-              (2, -rm["front"], "front", (0, 1)), (0, -rm["side"], "left", (2, 1)), (0, rm["side"], "right", (2, 1))]  # fmt: skip
+    planes = [
+        (1, 0.0, "floor", (0, 2)),
+        (1, rm["ceiling"], "ceiling", (0, 2)),
+        (2, rm["back"], "back", (0, 1)),
+        (2, -rm["front"], "front", (0, 1)),
+        (0, -rm["side"], "left", (2, 1)),
+        (0, rm["side"], "right", (2, 1)),
+    ]
     best_t = np.full(d.shape[0], np.inf)
     best_p = np.zeros(d.shape[0], int)
     for i, (ax, c, _, _) in enumerate(planes):

@@ -85,8 +85,9 @@ def synthesize(cfg: SynthConfig, name: str) -> SampleData:
     yaw0 = float(np.deg2rad(rng.uniform(-1, 1) * cfg.yaw_jitter_deg))
     pos0 = np.array([rng.uniform(-1, 1), 0.0, rng.uniform(-1, 1)]) * cfg.position_jitter_m
     world_rot = rot_y(yaw0)[0]
-    pose_w = BodyPose(joints=pose.joints @ world_rot.T + pos0, extra=pose.extra @ world_rot.T + pos0,
-                      frames=pose.frames)  # fmt: skip
+    pose_w = BodyPose(
+        joints=pose.joints @ world_rot.T + pos0, extra=pose.extra @ world_rot.T + pos0, frames=pose.frames
+    )
     spheres = body_spheres(perf, pose_w, cfg.seed)
 
     Kc, Kd = KINECT_COLOR.scaled(cfg.rgb_size), KINECT_DEPTH.scaled(cfg.depth_size)
@@ -96,12 +97,21 @@ def synthesize(cfg: SynthConfig, name: str) -> SampleData:
     light_world = normalize(np.asarray(setup.light_dir) + rng.normal(0, 0.1, 3))
     feet_xz = 0.5 * (pose_w.joints[:, 14, [0, 2]] + pose_w.joints[:, 18, [0, 2]])
     rgb = shade_rgb(
-        frags_c, spheres.albedo, room, floor_xz, feet_xz, rig.rotation @ light_world, setup, rng,
-        gain=float(rng.uniform(0.8, 1.15)), noise_sigma=cfg.rgb_noise,
-    )  # fmt: skip
+        frags_c,
+        spheres.albedo,
+        room,
+        floor_xz,
+        feet_xz,
+        rig.rotation @ light_world,
+        setup,
+        rng,
+        gain=float(rng.uniform(0.8, 1.15)),
+        noise_sigma=cfg.rgb_noise,
+    )
     depth = depth_image(frags_d, rng)
-    skeleton = make_skeleton(pose_w, world_rot, rig, frags_d.z, Kd, perf, rng, missing=missing,
-                             noise_body=noise_body)  # fmt: skip
+    skeleton = make_skeleton(
+        pose_w, world_rot, rig, frags_d.z, Kd, perf, rng, missing=missing, noise_body=noise_body
+    )
 
     xyz = rig.world_to_depth(pose_w.joints)
     jd, jc = project_joints(xyz)
@@ -109,7 +119,10 @@ def synthesize(cfg: SynthConfig, name: str) -> SampleData:
         "sample": name,
         "action": sn.action,
         "class_name": action.name,
-        "setup": sn.setup, "camera": sn.camera, "subject": sn.subject, "replication": sn.replication,
+        "setup": sn.setup,
+        "camera": sn.camera,
+        "subject": sn.subject,
+        "replication": sn.replication,
         "num_frames": n_frames,
         "fps": cfg.fps,
         "rgb_size": list(cfg.rgb_size),
@@ -119,18 +132,29 @@ def synthesize(cfg: SynthConfig, name: str) -> SampleData:
         "color_intrinsics": KINECT_COLOR.to_dict(),
         "depth_intrinsics": KINECT_DEPTH.to_dict(),
         "depth_to_color": {"rotation": np.eye(3).tolist(), "translation": DEPTH_TO_COLOR_T.tolist()},
-        "world_to_depth": {"rotation": rig.rotation.tolist(), "camera_position": rig.position.tolist(),
-                           "azimuth_deg": rig.azimuth_deg},
+        "world_to_depth": {
+            "rotation": rig.rotation.tolist(),
+            "camera_position": rig.position.tolist(),
+            "azimuth_deg": rig.azimuth_deg,
+        },
         "alignment": fit_true_alignment(rig.world_to_depth(spheres.centres)),
         "skeleton": {"missing": missing, "noise_body": noise_body, "body_id": perf.body_id},
         "placement": {"yaw_deg": float(np.degrees(yaw0)), "x_m": float(pos0[0]), "z_m": float(pos0[2])},
-        "performer": {"height_m": perf.height, "girth": perf.girth, "sleeves": perf.sleeves,
-                      "legwear": perf.legwear},
+        "performer": {
+            "height_m": perf.height,
+            "girth": perf.girth,
+            "sleeves": perf.sleeves,
+            "legwear": perf.legwear,
+        },
         "joints_xyz": np.round(xyz, 5).tolist(),
         "joints_depth_px": np.round(jd, 3).tolist(),
         "joints_color_px": np.round(jc, 3).tolist(),
-        "body_bbox_color_px": _bboxes(frags_c, KINECT_COLOR.width / Kc.width, KINECT_COLOR.height / Kc.height),
-        "body_bbox_depth_px": _bboxes(frags_d, KINECT_DEPTH.width / Kd.width, KINECT_DEPTH.height / Kd.height),
+        "body_bbox_color_px": _bboxes(
+            frags_c, KINECT_COLOR.width / Kc.width, KINECT_COLOR.height / Kc.height
+        ),
+        "body_bbox_depth_px": _bboxes(
+            frags_d, KINECT_DEPTH.width / Kd.width, KINECT_DEPTH.height / Kd.height
+        ),
         "generator": {"version": cfg.version, "seed": cfg.seed},
-    }  # fmt: skip
+    }
     return SampleData(name=name, rgb=rgb, depth=depth, skeleton=skeleton, truth=truth)
