@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +177,23 @@ def test_mismatch_covers_crop_settings_and_ignores_added_flow() -> None:
     assert base.mismatches(reg) == ["alignment: 'skeleton' (cache) vs 'registered' (requested)"]
     rgb_only = C.CacheConfig(size=32, frames=8, modalities=("rgb",), extra=dict(base.extra))
     assert base.mismatches(rgb_only)[0].startswith("modalities")
+
+
+def test_remove_stale_temps_keeps_live_and_foreign_writers(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    host = socket.gethostname()
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(done.stdout)  # that process has exited
+    (tmp_path / "rgb").mkdir()
+    dead = tmp_path / "rgb" / f".S1.npy.{host}.{dead_pid}.tmp"
+    live = tmp_path / "rgb" / f".S2.npy.{host}.{os.getppid()}.tmp"
+    foreign = tmp_path / "rgb" / f".S3.npy.otherhost.{dead_pid}.tmp"
+    for p in (dead, live, foreign):
+        p.write_bytes(b"partial")
+    assert C.remove_stale_temps(tmp_path, ["rgb", "depth"]) == 1
+    assert not dead.exists() and live.exists() and foreign.exists()

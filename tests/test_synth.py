@@ -233,37 +233,34 @@ def test_missing_and_noise_bodies(tmp_path):
     assert "missing" in kinds and "noise" in kinds
 
 
-def test_cli(tmp_path, capsys):
-    from modistill.cli import main
+def _cli(argv: list[str]) -> int:
+    # The command's own parser (not modistill.cli.main, which imports every other command too).
+    import argparse
 
-    assert main(["synth", "--list-classes"]) == 0
+    from modistill.commands import synth as cmd
+
+    parser = argparse.ArgumentParser(prog="modistill synth")
+    cmd.register(parser)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli(tmp_path, capsys):
+    from modistill.cli import COMMANDS
+
+    assert "synth" in dict(COMMANDS)
+    assert _cli(["--list-classes"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 12
     out = tmp_path / "cli"
-    rc = main(
-        [
-            "synth",
-            str(out),
-            "--preset",
-            "tiny",
-            "--classes",
-            "wave,clap",
-            "--subjects",
-            "1",
-            "--cameras",
-            "1",
-            "--rgb-size",
-            "96x54",
-            "--depth-size",
-            "64x53",
-            "--frames",
-            "8-8",
-            "--no-progress",
-        ]
-    )
-    assert rc == 0
+    argv = [str(out), "--preset", "tiny", "--classes", "wave,clap", "--subjects", "1", "--cameras", "1"]
+    argv += ["--rgb-size", "96x54", "--depth-size", "64x53", "--frames", "8-8", "--no-progress"]
+    assert _cli(argv) == 0
     assert sorted(p.name for p in (out / "nturgb+d_skeletons").iterdir()) == [
         "S001C001P001R001A001.skeleton",
         "S001C001P001R001A002.skeleton",
     ]
-    assert main(["synth", str(out), "--preset", "tiny", "--seed", "3", "--no-progress"]) == 2
+    assert json.loads((out / "classes.json").read_text())["2"]["name"] == "clap"
+    assert _cli([str(out), "--preset", "tiny", "--seed", "3", "--no-progress"]) == 2
     assert "synth_config.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _cli([str(out), "--rgb-size", "big"])

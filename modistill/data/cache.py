@@ -199,6 +199,39 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
 
 
+def remove_stale_temps(root: str | os.PathLike, subdirs: Iterable[str] = ()) -> int:
+    """Delete temporary files left in ``root`` and ``root/<subdir>`` by killed writers on this host.
+
+    Only files named by `_tmp_name` for this host whose process is gone are removed, so writers running
+    concurrently (other shards on this machine or elsewhere) keep theirs. Returns the number removed.
+    """
+    host = socket.gethostname()
+    n = 0
+    for d in [Path(root), *(Path(root) / s for s in subdirs)]:
+        if not d.is_dir():
+            continue
+        for p in d.glob(f".*.{host}.*.tmp"):
+            try:
+                pid = int(p.name.rsplit(".", 2)[-2])
+            except ValueError:
+                continue
+            if pid != os.getpid() and _pid_alive(pid):
+                continue
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def save_array_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write ``array`` as ``.npy`` at ``path`` via a temporary file + ``os.replace`` (no partial file)."""
     path = Path(path)
@@ -215,21 +248,25 @@ def save_array_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
             tmp.unlink()
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON via a temporary file + ``os.replace``."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` via a temporary file + ``os.replace`` (readers see the old or the new file, whole)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically (`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 class JsonlAppender:
@@ -346,15 +383,7 @@ def write_sample_list(root: str | os.PathLike, names: Iterable[str]) -> None:
     Splits are computed over this full list (not only over what was cached), so a failed sample cannot shift
     a drawn validation split (REF §4 cross-view rule).
     """
-    path = Path(root) / SAMPLES_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        tmp.write_text("".join(f"{n}\n" for n in sorted(names)), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_text_atomic(Path(root) / SAMPLES_NAME, "".join(f"{n}\n" for n in sorted(names)))
 
 
 def read_sample_list(root: str | os.PathLike) -> list[str]:

@@ -326,6 +326,7 @@ def prepare_cache(
         raise PrepareError(str(exc)) from exc
     cfg.class_names = class_names
     _open_config(out, cfg)
+    C.remove_stale_temps(out, opts.modalities)  # left by a killed run on this host
     C.write_sample_list(out, [e.sample for e in entries])
 
     by_name = {e.sample: e for e in entries}

@@ -207,7 +207,9 @@ def generate_dataset(
     ``quality``,
     ``position_jitter_m``, ``yaw_jitter_deg``, ``fps``). Samples are a pure function of ``(seed, name)``,
     so ``workers > 1`` (processes) writes the same bytes as a serial run; complete samples are skipped, so
-    an interrupted run resumes. ``progress=True`` shows a tqdm bar.
+    an interrupted run resumes. ``progress=True`` shows a tqdm bar. Workers are *spawned* processes (they never
+    inherit the caller's threads, e.g. torch's), so scripts calling this with ``workers > 1`` need the usual
+    ``if __name__ == "__main__":`` guard.
     """
     cfg = make_config(preset, seed, rgb_size, depth_size, classes, **overrides)
     root = Path(root)
