@@ -144,7 +144,9 @@ def write_video(path: str | Path, frames: np.ndarray, *, fps: int = 30, codec: s
     with av.open(str(path), mode="w") as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"qscale": "2"} if codec == "mpeg4" else {}
+        # A constant high quality for MPEG-4 (FFmpeg's `-qscale` is a command-line flag, not a codec option: as a
+        # codec option it is silently ignored; qmin = qmax pins the quantiser instead).
+        stream.options = {"qmin": "2", "qmax": "2"} if codec == "mpeg4" else {}
         for img in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 out.mux(packet)
