@@ -205,3 +205,28 @@ def test_worker_processes_match_in_process(flow_cache, tmp_path):
     assert res.exit_status == 0 and len(res.done) == 4
     for n in res.done:
         np.testing.assert_array_equal(read_flow(cache, n), read_flow(flow_cache["cache"], n))
+
+
+def test_manifest_source_rgb_only_cache_and_unlisted_sample(flow_cache, tmp_path):
+    """A cache made from a manifest, without depth (whole frames resized): flow finds the videos through the
+    manifest the cache records; a sample missing from a manifest given explicitly is a listed failure."""
+    from modistill.data.manifest import ntu_manifest, write_manifest
+
+    entries = ntu_manifest(flow_cache["src"], sorted(flow_cache["names"])[:3])
+    write_manifest(tmp_path / "all.csv", entries)
+    write_manifest(tmp_path / "two.csv", entries[:2])
+    cache = tmp_path / "cache"
+    opts = PrepareOptions(size=16, frames=4, modalities=("rgb",))
+    assert prepare_cache(cache, manifest=tmp_path / "all.csv", options=opts).exit_status == 0
+    cfg = C.load_config(cache)
+    rec = C.read_index(cache)[0]
+    assert crop_spec(rec, cfg).crop_fn() is None  # no depth: the whole frame is resized, as the RGB was
+    res = prepare_flow(cache, options=FlowOptions(method="dis"))
+    assert res.exit_status == 0 and len(res.done) == 3
+    frames = read_video_frames(entries[0].rgb, rec["source_frames"])
+    small = np.stack([cv2.resize(f, (16, 16), interpolation=cv2.INTER_AREA) for f in frames])
+    np.testing.assert_array_equal(small, C.load_array(cache, "rgb", rec["name"]))
+    (cache / "flow" / f"{entries[2].sample}.npy").unlink()
+    res = prepare_flow(cache, manifest=tmp_path / "two.csv", options=FlowOptions(method="dis"))
+    assert res.exit_status == 3 and res.failures[0]["sample"] == entries[2].sample
+    assert "two.csv" in res.failures[0]["error"] and "not listed" in res.failures[0]["error"]

@@ -187,8 +187,9 @@ def _video_paths(
     names: Sequence[str],
     src: str | os.PathLike | None,
     manifest: str | os.PathLike | None,
-) -> dict[str, Path]:
-    """Sample name -> RGB video, from ``src`` / ``manifest`` or else the source the cache records."""
+) -> dict[str, Path | str]:
+    """Sample name -> RGB video (or why there is none), from ``src`` / ``manifest`` or else the source the
+    cache records."""
     if src is not None and manifest is not None:
         raise PrepareError("give at most one of an NTU-layout source folder and a manifest file")
     if src is None and manifest is None:
@@ -204,7 +205,9 @@ def _video_paths(
         except OSError as exc:
             raise PrepareError(f"{manifest}: cannot read the manifest ({exc})") from exc
         # A sample absent from the manifest is reported as a failure naming it, not silently skipped.
-        return {n: Path(entries[n]) if n in entries else Path(manifest) / f"<{n} not listed>" for n in names}
+        return {
+            n: Path(entries[n]) if n in entries else f"{manifest}: sample {n} is not listed" for n in names
+        }
     root = Path(src)  # type: ignore[arg-type]
     if not root.is_dir():
         raise PrepareError(f"{root}: source folder not found (the cache may have moved: pass SRC)")
@@ -339,29 +342,35 @@ def prepare_flow(
         mine = mine[:limit]
     res = FlowResult(total=len(mine))
     res.skipped = [n for n in mine if flow_cache_path(root, n).is_file()]
-    todo = [n for n in mine if n not in set(res.skipped)]
+    have = set(res.skipped)
+    todo = [n for n in mine if n not in have]
     videos = _video_paths(cfg, todo, src, manifest) if todo else {}
     tasks = []
     with C.JsonlAppender(flow_failures_path(root, shard), truncate=True) as fails:
+
+        def fail(record: dict[str, str]) -> None:
+            fails.append(record)
+            res.failures.append(record)
+
         for n in todo:
             rec = by_name[n]
+            if isinstance(videos[n], str):  # not in the manifest
+                fail({"sample": n, "stage": "rgb", "error": str(videos[n])})
+                continue
             try:
                 spec = crop_spec(rec, cfg)
                 indices = [int(i) for i in rec["source_frames"]]
                 if len(indices) != int(rec["frames"]):
                     raise ValueError(f"{len(indices)} source frames for a budget of F={rec['frames']}")
             except (KeyError, TypeError, ValueError) as exc:
-                fail = {"sample": n, "stage": "index", "error": f"{root}: index record of {n}: {exc}"}
-                fails.append(fail)
-                res.failures.append(fail)
+                fail({"sample": n, "stage": "index", "error": f"{root}: index record of {n}: {exc!r}"})
                 continue
             tasks.append((n, str(videos[n]), indices, spec, int(cfg.size), opts, str(root)))
         for kind, payload in _run(tasks, workers, progress):
             if kind == "ok":
                 res.done.append(payload)
             else:
-                fails.append(payload)
-                res.failures.append(payload)
+                fail(payload)
     res.done.sort()
     res.seconds = time.perf_counter() - t0
     return res

@@ -62,6 +62,8 @@ def hall_curve(stage_dirs: dict[str, str], out: Path) -> Path | None:
     for name, d in stage_dirs.items():
         recs = epoch_records(d)
         keys = sorted({k for r in recs for k in (r.get("parts") or {}) if k.startswith("hall/")})
+        if len(keys) == 2 and "hall/total" in keys:  # one layer: its total is the same curve
+            keys.remove("hall/total")
         for k in keys:
             ax.plot(
                 [r["epoch"] for r in recs],
