@@ -177,7 +177,10 @@ def validate_recipe(stages: list[Stage]) -> None:
             elif st.loss.kind in ("relation", "mars"):
                 reached.add(st.loss.classify_target())
             reached.discard("fused")
-        if st.loss.kind in ("ce", "hoffman", "relation", "mars") and st.loss.classify_target() == "fused":
+        if (
+            st.loss.kind in ("ce", "hoffman", "relation", "mars", "relation_mars")
+            and st.loss.classify_target() == "fused"
+        ):
             reached |= set(st.fuse or names)
         idle = [n for n in st.trainable if n not in reached and not _fed_by_connection(st, n, reached)]
         if idle:
