@@ -111,8 +111,20 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def _run(fn: Callable, tasks: Sequence, workers: int, progress: bool, desc: str) -> Iterator:
-    """Yield ``fn(task)`` for every task (any order); in-process when ``workers <= 1``."""
+def _run(
+    fn: Callable,
+    tasks: Sequence,
+    workers: int,
+    progress: bool,
+    desc: str,
+    on_broken: Callable[[Any, BaseException], Any] | None = None,
+) -> Iterator:
+    """Yield ``fn(task)`` for every task (any order); in-process when ``workers <= 1``.
+
+    A task whose worker process died yields ``on_broken(task, exc)`` (default: this module's workers' own
+    failure records), so the rest of the job goes on. Shared by ``prepare`` and ``prepare_flow``.
+    """
+    on_broken = on_broken or (lambda task, exc: _broken(fn, task, exc))
     from tqdm import tqdm
 
     bar = tqdm(total=len(tasks), desc=desc, unit="sample", disable=not progress, file=sys.stderr)
@@ -131,7 +143,7 @@ def _run(fn: Callable, tasks: Sequence, workers: int, progress: bool, desc: str)
                 try:
                     res = fut.result()
                 except BrokenProcessPool as exc:
-                    res = _broken(fn, futures[fut], exc)
+                    res = on_broken(futures[fut], exc)
                 yield res
                 bar.update(1)
         finally:

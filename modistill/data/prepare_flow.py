@@ -27,11 +27,8 @@ Resumable (samples whose flow file exists are skipped), sharded (``shard=(i, n)`
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,43 +269,16 @@ def _flow_worker(task: tuple[str, str, list[int], CropSpec, int, FlowOptions, st
     return ("ok", name)
 
 
+def _worker_died(task: tuple, exc: BaseException) -> tuple[str, Any]:
+    return ("fail", {"sample": task[0], "stage": "worker", "error": f"worker process died ({exc})"})
+
+
 def _run(tasks: Sequence[tuple], workers: int, progress: bool) -> Iterator[tuple[str, Any]]:
-    """``_flow_worker(task)`` for every task, in any order; in-process when ``workers <= 1``."""
-    from tqdm import tqdm
+    """``_flow_worker(task)`` for every task, in any order; in-process when ``workers <= 1`` (the same spawned,
+    single-threaded-OpenCV worker pool as `modistill prepare`)."""
+    from .prepare import _run as run_pool
 
-    from .prepare import _init_worker
-
-    bar = tqdm(total=len(tasks), desc="flow", unit="sample", disable=not progress, file=sys.stderr)
-    try:
-        if workers <= 1 or len(tasks) <= 1:
-            for t in tasks:
-                yield _flow_worker(t)
-                bar.update(1)
-            return
-        import multiprocessing as mp
-
-        # spawn, single-threaded OpenCV per worker: as `modistill prepare` (N workers use N cores).
-        ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
-        try:
-            futures = {ex.submit(_flow_worker, t): t for t in tasks}
-            for fut in as_completed(futures):
-                try:
-                    res = fut.result()
-                except BrokenProcessPool as exc:
-                    res = (
-                        "fail",
-                        {
-                            "sample": futures[fut][0],
-                            "stage": "worker",
-                            "error": f"worker process died ({exc})",
-                        },
-                    )
-                yield res
-                bar.update(1)
-        finally:
-            ex.shutdown(wait=True, cancel_futures=True)
-    finally:
-        bar.close()
+    return run_pool(_flow_worker, tasks, workers, progress, "flow", on_broken=_worker_died)
 
 
 def prepare_flow(
