@@ -163,5 +163,9 @@ def cleanup() -> None:
     """Destroy the process group if `init_distributed` created it (call once at the end of a job)."""
     global _INITIALISED_HERE
     if _INITIALISED_HERE and dist.is_available() and dist.is_initialized():
+        # Every rank reaches this point before any tears the group down: a rank destroying gloo's pairs while its
+        # peer still finishes a collective was seen to abort the process at exit (SIGABRT, "terminate called
+        # without an active exception"), rarely.
+        dist.barrier()
         dist.destroy_process_group()
     _INITIALISED_HERE = False
