@@ -17,9 +17,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from modistill.recipes.depth import build_recipe
 from modistill.recipes.experiment import ExperimentConfig
-from modistill.recipes.runner import build_network, stage_dir, stage_key
+from modistill.recipes.runner import build_network, plan_recipe
 from modistill.recipes.session import load_experiment
 from modistill.recipes.stages import Stage
 
@@ -61,12 +60,7 @@ def make_exp(
 
 def plan(exp: ExperimentConfig) -> dict[str, tuple[Stage, str, Path]]:
     """Stage name -> (stage, key, folder), computed exactly as `run_recipe` does."""
-    keys: dict[str, str] = {}
-    out: dict[str, tuple[Stage, str, Path]] = {}
-    for st in build_recipe(exp.recipe):
-        keys[st.name] = stage_key(exp, st, {d: keys[d] for d in st.depends_on})
-        out[st.name] = (st, keys[st.name], stage_dir(exp, st, keys[st.name]))
-    return out
+    return {n: (p.stage, p.key, p.dir) for n, p in plan_recipe(exp).items()}
 
 
 def fake_finished_stage(exp: ExperimentConfig, name: str, seed: int) -> dict[str, torch.Tensor]:

@@ -38,6 +38,8 @@ from .experiment import ExperimentConfig
 from .stages import PRETRAINED, Evaluation, Stage, stage_to_dict
 
 __all__ = [
+    "PlannedStage",
+    "plan_recipe",
     "DatasetFactory",
     "StageRun",
     "run_recipe",
@@ -225,6 +227,33 @@ def _eval_dict(
     return d
 
 
+@dataclass(frozen=True)
+class PlannedStage:
+    """A recipe stage with its content key and folder (where its checkpoints and ``result.json`` live)."""
+
+    stage: Stage
+    key: str
+    dir: Path
+
+    def finished(self) -> StageRun | None:
+        """The stage's result when it has finished (``result.json`` exists), else None."""
+        f = self.dir / "result.json"
+        if not f.is_file():
+            return None
+        return StageRun(self.stage, self.key, self.dir, json.loads(f.read_text()), reused=True)
+
+
+def plan_recipe(exp: ExperimentConfig) -> dict[str, PlannedStage]:
+    """Stage name -> :class:`PlannedStage` for every stage of ``exp``'s recipe, in order. Each key covers the
+    keys of the stages it takes weights from, so changing an early stage re-keys everything after it."""
+    keys: dict[str, str] = {}
+    plan: dict[str, PlannedStage] = {}
+    for st in build_recipe(exp.recipe):
+        keys[st.name] = stage_key(exp, st, {d: keys[d] for d in st.depends_on})
+        plan[st.name] = PlannedStage(st, keys[st.name], stage_dir(exp, st, keys[st.name]))
+    return plan
+
+
 def run_stage(
     exp: ExperimentConfig,
     stage: Stage,
@@ -236,9 +265,10 @@ def run_stage(
 ) -> StageRun:
     out = stage_dir(exp, stage, key)
     result_file = out / "result.json"
-    if result_file.is_file():
+    done = PlannedStage(stage, key, out).finished()
+    if done is not None:
         log.info("%s: reusing %s", stage.name, out)
-        return StageRun(stage, key, out, json.loads(result_file.read_text()), reused=True)
+        return done
     tcfg = stage_train_config(exp, stage)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed(tcfg.seed, stage.name))
@@ -313,8 +343,9 @@ def run_recipe(
 
     Returns stage name -> :class:`StageRun`. Writes ``<out_dir>/config.yaml`` and ``<out_dir>/results.json``.
     """
-    stages = build_recipe(exp.recipe)
-    names = [s.name for s in stages]
+    plan = plan_recipe(exp)
+    stages = [p.stage for p in plan.values()]
+    names = list(plan)
     wanted = set(names if only is None else only)
     unknown = wanted - set(names)
     if unknown:
@@ -331,28 +362,20 @@ def run_recipe(
             ),
         )
         write_text_atomic(out_dir / "recipe.json", json.dumps([stage_to_dict(s) for s in stages], indent=1))
-    keys: dict[str, str] = {}
-    dirs: dict[str, Path] = {}
+    dirs = {n: p.dir for n, p in plan.items()}
     runs: dict[str, StageRun] = {}
     for st in stages:
-        keys[st.name] = stage_key(exp, st, {d: keys[d] for d in st.depends_on})
-        dirs[st.name] = stage_dir(exp, st, keys[st.name])
         if st.name not in wanted:
-            if (dirs[st.name] / "result.json").is_file():
-                runs[st.name] = StageRun(
-                    st,
-                    keys[st.name],
-                    dirs[st.name],
-                    json.loads((dirs[st.name] / "result.json").read_text()),
-                    reused=True,
-                )
+            done = plan[st.name].finished()
+            if done is not None:
+                runs[st.name] = done
             continue
         missing = [d for d in st.depends_on if d not in runs]
         if missing:
             raise RuntimeError(
                 f"stage {st.name!r} needs {missing} first (run them, or include them in --stage)"
             )
-        runs[st.name] = run_stage(exp, st, keys[st.name], dirs, datasets, num_classes, resume)
+        runs[st.name] = run_stage(exp, st, plan[st.name].key, dirs, datasets, num_classes, resume)
         acc = runs[st.name].result["test"]["accuracy"]
         log.info("%s: test accuracy %.4f (%s)", st.name, acc, runs[st.name].dir)
     if D.is_main():

@@ -16,9 +16,8 @@ from torch.utils.data import Dataset
 
 from modistill.config import load_config
 
-from .depth import build_recipe
 from .experiment import ExperimentConfig
-from .runner import StageRun, load_stage_model, stage_dir, stage_key
+from .runner import StageRun, load_stage_model, plan_recipe
 
 __all__ = ["load_experiment", "cache_datasets", "open_run", "RunHandle"]
 
@@ -118,15 +117,11 @@ def open_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> RunHandle:
         raise FileNotFoundError(f"{run_dir}: no config.yaml (not a run folder written by `modistill train`)")
     exp = load_experiment(cfg_file, overrides)
     exp.out_dir = str(run_dir)  # the folder may have moved since training
-    keys: dict[str, str] = {}
     stages: dict[str, StageRun] = {}
-    for st in build_recipe(exp.recipe):
-        keys[st.name] = stage_key(exp, st, {d: keys[d] for d in st.depends_on})
-        d = stage_dir(exp, st, keys[st.name])
-        if (d / "result.json").is_file():
-            stages[st.name] = StageRun(
-                st, keys[st.name], d, json.loads((d / "result.json").read_text()), True
-            )
+    for name, planned in plan_recipe(exp).items():
+        done = planned.finished()
+        if done is not None:
+            stages[name] = done
     meta_file = run_dir / "dataset.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     num_classes = meta.get("num_classes")
