@@ -1,4 +1,4 @@
-"""Typed config system: YAML + dotted overrides -> nested dataclasses (modistill.config)."""
+"""Typed config system: YAML + dotted overrides -> nested dataclasses (modistill.core.config)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Literal, Optional
 
 import pytest
 
-from modistill.config import (
+from modistill.core.config import (
     ConfigError,
     apply_overrides,
     config_hash,

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from modistill.config import ConfigError, load_config
+from modistill.core.config import ConfigError, load_config
 from modistill.distill import (
     LossSpec,
     compute_loss,

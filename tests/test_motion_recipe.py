@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from modistill.config import ConfigError
+from modistill.core.config import ConfigError
 from modistill.data.prepare import PrepareOptions, prepare_cache
 from modistill.data.prepare_flow import FlowOptions, prepare_flow
 from modistill.data.synth import generate_dataset

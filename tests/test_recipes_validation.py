@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from modistill.cli import main as cli_main
-from modistill.config import ConfigError
+from modistill.core.config import ConfigError
 from modistill.recipes.ablation import SETS, VARIANTS, resolve_variants, variant_config
 from modistill.recipes.depth import RecipeConfig, build_recipe, hoffman_recipe
 from modistill.recipes.runner import run_recipe

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from modistill.config import ConfigError
+from modistill.core.config import ConfigError
 
 from ._common import add_overrides, fail, setup_logging
 
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from modistill.engine.checkpoint import write_text_atomic
     from modistill.recipes.runner import run_recipe
     from modistill.recipes.session import cache_datasets, load_experiment
-    from modistill.reporting.paper import TABLE2, paper_column
+    from modistill.core.paper import TABLE2, paper_column
 
     try:
         base = load_experiment(args.config, args.overrides)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from modistill.config import ConfigError
+from modistill.core.config import ConfigError
 
 from ._common import add_overrides, fail, setup_logging
 
@@ -32,7 +32,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging()
-    from modistill.config import to_yaml
+    from modistill.core.config import to_yaml
     from modistill.engine import distributed as D
     from modistill.recipes.depth import build_recipe
     from modistill.recipes.runner import run_recipe

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from modistill.config import apply_overrides
+from modistill.core.config import apply_overrides
 
 from .experiment import ExperimentConfig
 

@@ -1,6 +1,6 @@
 """The experiment config: everything a `modistill train CONFIG` run needs, as typed dataclasses.
 
-Loaded with :func:`modistill.config.load_config` from YAML plus dotted overrides (``train.lr=1e-4``,
+Loaded with :func:`modistill.core.config.load_config` from YAML plus dotted overrides (``train.lr=1e-4``,
 ``recipe.step3_loss=gd``); the resolved config is saved in the run directory and in every checkpoint.
 """
 

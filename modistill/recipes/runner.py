@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from modistill.config import dump_yaml, to_dict
+from modistill.core.config import dump_yaml, to_dict
 from modistill.distill.terms import compute_loss
 from modistill.engine import distributed as D
 from modistill.engine.checkpoint import save_checkpoint, write_text_atomic

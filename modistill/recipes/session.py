@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from modistill.config import load_config
+from modistill.core.config import load_config
 
 from .experiment import ExperimentConfig
 from .runner import StageRun, load_stage_model, plan_recipe

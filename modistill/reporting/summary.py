@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import paper
+from modistill.core import paper
 
 __all__ = ["find_runs", "load_run", "summarize", "gap_closed"]
 

@@ -31,6 +31,8 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
+from .errors import ModistillError
+
 __all__ = [
     "ConfigError",
     "apply_overrides",
@@ -46,7 +48,7 @@ C = TypeVar("C")
 _NONE = type(None)
 
 
-class ConfigError(ValueError):
+class ConfigError(ModistillError, ValueError):
     """A config problem: ``"<origin>: <dotted.key>: <message>"`` (origin = file name or override)."""
 
     def __init__(self, message: str, key: str | None = None, origin: str | None = None) -> None:
