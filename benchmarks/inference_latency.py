@@ -41,14 +41,13 @@ import numpy as np
 import torch
 
 from modistill.data.flow import flow_pair_starts, flow_to_tensor, prepare_flow_sample
+from modistill.data.normalize import normalize_frames
 from modistill.data.sampling import sample_indices
 from modistill.data.video import read_video_frames, video_frame_count, write_video
 from modistill.models import MultiStreamNet, StreamSpec
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = "S001C001P001R001A001_rgb.avi"
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # torchvision ImageNet statistics
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 STAGES = ("decode", "preprocess", "flow", "model")
 
 
@@ -66,8 +65,7 @@ def _rgb_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
     small = np.stack(
         [cv2.resize(np.ascontiguousarray(f), (size, size), interpolation=cv2.INTER_AREA) for f in crops]
     )
-    x = (small.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(x).permute(0, 3, 1, 2).unsqueeze(0).contiguous()
+    return normalize_frames(small).unsqueeze(0).contiguous()
 
 
 class _Clock:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from modistill.data.depth import encode_depth
+from modistill.data.normalize import normalize
 from modistill.data.ntu import XSUB_TRAIN_SUBJECTS, XVIEW_TRAIN_CAMERAS, parse_sample_name
 from modistill.data.synth import generate_dataset
 from modistill.data.video import read_video_frames
@@ -120,9 +121,8 @@ class TinyVideoCNN(nn.Module):
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 1, 3, 1, 1)
-    return (x.float() / 255.0 - mean) / std
+    """uint8 clips (N, T, 3, H, W) -> ImageNet-normalised float (the dataset's one normalisation)."""
+    return normalize(x)
 
 
 def train_eval(

@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from modistill.commands._common import fail, user_error_message
+
 # (command module, one-line help); order is the order shown in --help.
 COMMANDS: list[tuple[str, str]] = [
     ("models", "list the registered models with parameter counts"),
@@ -62,7 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:  # user errors: one line, no traceback; anything else is a bug and re-raised
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        return fail(message, getattr(exc, "exit_code", 2))
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from modistill.pipeline.runner import build_network, plan_recipe
+from modistill.pipeline.session import load_experiment
 from modistill.recipes.experiment import ExperimentConfig
-from modistill.recipes.runner import build_network, plan_recipe
-from modistill.recipes.session import load_experiment
 from modistill.recipes.stages import Stage
 
 NUM_CLASSES = 3

@@ -11,12 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modistill.core.atomic import remove_stale_temps, save_array_atomic
+from modistill.core.errors import SchemaError
 from modistill.data import cache as C
 
 
 def test_save_array_atomic_roundtrip_and_mmap(tmp_path: Path) -> None:
     a = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
-    C.save_array_atomic(C.array_path(tmp_path, "rgb", "S1"), a)
+    save_array_atomic(C.array_path(tmp_path, "rgb", "S1"), a)
     got = C.load_array(tmp_path, "rgb", "S1")
     assert isinstance(got, np.memmap)
     np.testing.assert_array_equal(got, a)
@@ -27,9 +29,9 @@ def test_save_array_atomic_roundtrip_and_mmap(tmp_path: Path) -> None:
 def test_save_array_atomic_keeps_old_file_when_write_fails(tmp_path: Path) -> None:
     path = C.array_path(tmp_path, "rgb", "S1")
     old = np.zeros((1, 2, 2, 3), np.uint8)
-    C.save_array_atomic(path, old)
+    save_array_atomic(path, old)
     with pytest.raises(ValueError):  # object arrays cannot be saved without pickle: fails mid-write
-        C.save_array_atomic(path, np.array([object()]))
+        save_array_atomic(path, np.array([object()]))
     np.testing.assert_array_equal(np.load(path), old)
     assert sorted(p.name for p in path.parent.iterdir()) == ["S1.npy"]
 
@@ -37,14 +39,14 @@ def test_save_array_atomic_keeps_old_file_when_write_fails(tmp_path: Path) -> No
 def test_load_array_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(C.CacheError, match=r"rgb/S9\.npy.*missing"):
         C.load_array(tmp_path, "rgb", "S9")
-    C.save_array_atomic(C.array_path(tmp_path, "rgb", "F"), np.zeros((2, 4, 4), np.float32))
+    save_array_atomic(C.array_path(tmp_path, "rgb", "F"), np.zeros((2, 4, 4), np.float32))
     with pytest.raises(C.CacheError, match=r"rgb/F\.npy: expected uint8"):
         C.load_array(tmp_path, "rgb", "F")
     bad = C.array_path(tmp_path, "rgb", "T")
     bad.write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(C.CacheError, match=r"rgb/T\.npy: unreadable"):
         C.load_array(tmp_path, "rgb", "T")
-    C.save_array_atomic(C.array_path(tmp_path, "rgb", "S"), np.zeros((2, 4, 4, 3), np.uint8))
+    save_array_atomic(C.array_path(tmp_path, "rgb", "S"), np.zeros((2, 4, 4, 3), np.uint8))
     with pytest.raises(C.CacheError, match="expected shape"):
         C.load_array(tmp_path, "rgb", "S", expect=(3, 4, 4, 3))
 
@@ -128,7 +130,7 @@ def test_select_shard_partitions(names: set[str], n: int) -> None:
 
 def test_config_roundtrip_and_mismatch(tmp_path: Path) -> None:
     cfg = C.CacheConfig(size=32, frames=8, depth_encoding="raw", source="/data", num_classes=60)
-    C.write_json_atomic(tmp_path / C.CONFIG_NAME, cfg.to_dict())
+    cfg.write(tmp_path / C.CONFIG_NAME)
     got = C.load_config(tmp_path)
     assert got == cfg and got.modalities == ("rgb", "depth")
     other = C.CacheConfig(size=64, frames=8, depth_encoding="jet", source="/elsewhere")
@@ -149,8 +151,63 @@ def test_config_validation_and_bad_files(tmp_path: Path) -> None:
     with pytest.raises(C.CacheError, match="invalid cache config"):
         C.load_config(tmp_path)
     (tmp_path / C.CONFIG_NAME).write_text(json.dumps({"size": 32, "frames": 8, "version": 99}))
-    with pytest.raises(C.CacheError, match="newer"):
+    with pytest.raises(C.CacheError, match=r"cache_config\.json: cache_config version 99 is not supported"):
         C.load_config(tmp_path)
+    (tmp_path / C.CONFIG_NAME).write_text(json.dumps({"format": "fallback_alignment", "version": 1}))
+    with pytest.raises(C.CacheError, match="expected 'cache_config'"):
+        C.load_config(tmp_path)
+    (tmp_path / C.CONFIG_NAME).write_text(json.dumps({"size": 32, "frames": 8, "extra": [1]}))
+    with pytest.raises(C.CacheError, match="invalid cache config.*'extra' must be a mapping"):
+        C.load_config(tmp_path)
+    (tmp_path / C.CONFIG_NAME).write_text(json.dumps({"frames": 8}))
+    with pytest.raises(C.CacheError, match="lacks field.*size"):
+        C.load_config(tmp_path)
+
+
+# cache_config.json exactly as modistill wrote it before the file carried "format" (CACHE_VERSION 1).
+LEGACY_CONFIG = {
+    "class_names": ["push_forward", "hands_to_chest", "wave"],
+    "depth_encoding": "jet",
+    "depth_far_mm": 4500.0,
+    "depth_near_mm": 500.0,
+    "extra": {
+        "alignment": "skeleton",
+        "flow": {"bound": 20.0, "compute_size": 16, "method": "dis", "params": {}, "stack": 1},
+        "keep_aspect": False,
+    },
+    "frames": 4,
+    "modalities": ["rgb", "depth", "flow"],
+    "num_classes": 3,
+    "size": 16,
+    "source": "/data/src",
+    "version": 1,
+}
+
+
+def test_legacy_config_loads_and_is_written_as_a_versioned_file(tmp_path: Path) -> None:
+    (tmp_path / C.CONFIG_NAME).write_text(json.dumps(LEGACY_CONFIG, indent=2, sort_keys=True) + "\n")
+    cfg = C.load_config(tmp_path)
+    assert cfg.modalities == ("rgb", "depth", "flow") and cfg.extra["flow"]["method"] == "dis"
+    assert cfg.class_names == LEGACY_CONFIG["class_names"] and cfg.source == "/data/src"
+    cfg.write(tmp_path / "again.json")
+    written = json.loads((tmp_path / "again.json").read_text())
+    # The same keys and values plus the schema's "format"; "extra" stays a nested object.
+    assert written == {**LEGACY_CONFIG, "format": "cache_config"}
+    assert C.CacheConfig.read(tmp_path / "again.json") == cfg
+    assert cfg.mismatches(C.CacheConfig.from_dict(written)) == []
+
+
+def test_fallback_file_roundtrip_and_legacy(tmp_path: Path) -> None:
+    path = tmp_path / C.FALLBACK_NAME
+    legacy = {"stamp": {"candidates": 5, "per_group": 0}, "groups": {"1|1": [[2.9, 227.0, -58.0]]}}
+    path.write_text(json.dumps(legacy, indent=2, sort_keys=True) + "\n")
+    got = C.FallbackFile.read(path)
+    assert got.groups == legacy["groups"] and got.stamp == legacy["stamp"]
+    got.write(path)
+    assert json.loads(path.read_text()) == {**legacy, "format": "fallback_alignment", "version": 1}
+    path.write_text(json.dumps({"groups": [], "stamp": {}}))
+    with pytest.raises(SchemaError, match="JSON objects"):
+        C.FallbackFile.read(path)
 
 
 def test_sample_list_and_failures(tmp_path: Path) -> None:
@@ -190,10 +247,11 @@ def test_remove_stale_temps_keeps_live_and_foreign_writers(tmp_path: Path) -> No
     )
     dead_pid = int(done.stdout)  # that process has exited
     (tmp_path / "rgb").mkdir()
-    dead = tmp_path / "rgb" / f".S1.npy.{host}.{dead_pid}.tmp"
-    live = tmp_path / "rgb" / f".S2.npy.{host}.{os.getppid()}.tmp"
-    foreign = tmp_path / "rgb" / f".S3.npy.otherhost.{dead_pid}.tmp"
+    # The temporary names of modistill.core.atomic: .<name>.<host>.<pid>.<random>.tmp
+    dead = tmp_path / "rgb" / f".S1.npy.{host}.{dead_pid}.0a1b2c3d.tmp"
+    live = tmp_path / "rgb" / f".S2.npy.{host}.{os.getppid()}.0a1b2c3d.tmp"
+    foreign = tmp_path / "rgb" / f".S3.npy.otherhost.{dead_pid}.0a1b2c3d.tmp"
     for p in (dead, live, foreign):
         p.write_bytes(b"partial")
-    assert C.remove_stale_temps(tmp_path, ["rgb", "depth"]) == 1
+    assert remove_stale_temps(tmp_path, ["rgb", "depth"]) == 1
     assert not dead.exists() and live.exists() and foreign.exists()

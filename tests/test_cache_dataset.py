@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_prepare_layout import frame_of_raw_depth, frame_of_rgb, make_ntu_root
 
+from modistill.core.atomic import save_array_atomic
 from modistill.data import cache as C
 from modistill.data.dataset import IMAGENET_MEAN, IMAGENET_STD, CachedClipDataset, clip_indices, denormalize
 from modistill.data.ntu import split_with_validation
@@ -32,14 +33,14 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def write_cache(root: Path, names: list[str], frames: int = 6, size: int = 8, labels=None) -> Path:
     """A cache written through the storage API only: frame k of every array holds the value 10 k."""
     cfg = C.CacheConfig(size=size, frames=frames, depth_encoding="raw", source="hand", num_classes=None)
-    C.write_json_atomic(root / C.CONFIG_NAME, cfg.to_dict())
+    cfg.write(root / C.CONFIG_NAME)
     with C.JsonlAppender(C.index_path(root)) as idx:
         for j, n in enumerate(names):
             a = np.broadcast_to(
                 (10 * np.arange(frames, dtype=np.uint8))[:, None, None, None], (frames, size, size, 3)
             )
             for m in ("rgb", "depth"):
-                C.save_array_atomic(C.array_path(root, m, n), a)
+                save_array_atomic(C.array_path(root, m, n), a)
             lab = labels[j] if labels is not None else int(n[-3:]) - 1
             idx.append({"name": n, "label": lab, "frames": frames, "source_frames": list(range(frames))})
     return root
@@ -222,12 +223,12 @@ def test_flow_modality_flips_every_x_channel_with_the_images(tmp_path: Path) -> 
     root = write_cache(tmp_path, [name], frames=6)
     cfg = C.load_config(root)
     cfg.modalities = ("rgb", "depth", "flow")
-    C.write_json_atomic(root / C.CONFIG_NAME, cfg.to_dict())
+    cfg.write(root / C.CONFIG_NAME)
     rng = np.random.default_rng(0)
     flow = rng.integers(0, 256, (6, 8, 8, 4), dtype=np.uint8)  # L = 2 stacked fields: x1 y1 x2 y2
-    C.save_array_atomic(C.array_path(root, "flow", name), flow)
+    save_array_atomic(C.array_path(root, "flow", name), flow)
     rgb = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
-    C.save_array_atomic(C.array_path(root, "rgb", name), rgb)
+    save_array_atomic(C.array_path(root, "rgb", name), rgb)
     for p, flipped in ((1.0, True), (0.0, False)):
         ds = CachedClipDataset(root, None, frames=3, train=True, modalities=("rgb", "flow"), flip_p=p)
         item = ds[0]

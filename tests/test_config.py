@@ -237,3 +237,35 @@ def test_bad_yaml_files(tmp_path):
     assert load_config(Experiment, _write(tmp_path, "")) == Experiment()  # an empty file = all defaults
     with pytest.raises(TypeError, match="dataclass"):
         load_config(dict, None)  # type: ignore[arg-type]
+
+
+# --- the recipe section: a tagged union on `name` ---------------------------------------------------------
+def test_recipe_is_a_tagged_union_switched_by_name(tmp_path):
+    from modistill.recipes import DepthRecipeConfig, ExperimentConfig, MotionRecipeConfig
+
+    base = load_config(ExperimentConfig)
+    assert isinstance(base.recipe, DepthRecipeConfig)
+    motion = apply_overrides(base, ["recipe.name=motion", "recipe.motion_loss=mars"])
+    assert isinstance(motion.recipe, MotionRecipeConfig) and motion.recipe.motion_loss == "mars"
+    # the resolved config round-trips through YAML with its member
+    dump_yaml(motion, tmp_path / "c.yaml")
+    assert load_config(ExperimentConfig, tmp_path / "c.yaml") == motion
+    back = apply_overrides(apply_overrides(base, ["recipe.name=motion"]), ["recipe.name=hoffman"])
+    assert isinstance(back.recipe, DepthRecipeConfig) and back.recipe.name == "hoffman"
+    # a setting that only the motion recipe reads is not silently dropped when switching away from it
+    with pytest.raises(ConfigError, match=r"recipe\.motion_loss: is a setting of the 'motion' recipe"):
+        apply_overrides(motion, ["recipe.name=hoffman"])
+
+
+def test_recipe_union_refuses_another_members_setting_and_unknown_names(tmp_path):
+    from modistill.recipes import ExperimentConfig
+
+    f = tmp_path / "m.yaml"
+    f.write_text("recipe:\n  name: motion\n  alpha: 0.7\n")
+    with pytest.raises(ConfigError, match=r"recipe\.alpha: is a setting of the 'garcia/hoffman' recipe"):
+        load_config(ExperimentConfig, f)
+    with pytest.raises(ConfigError, match=r"recipe\.name: expected one of 'garcia', 'hoffman', 'motion'.*"
+                                          r"did you mean 'motion'"):
+        load_config(ExperimentConfig, None, ["recipe.name=motoin"])
+    with pytest.raises(ConfigError, match=r"recipe\.step3_los: unknown key"):
+        load_config(ExperimentConfig, None, ["recipe.step3_los=gd"])

@@ -1,5 +1,5 @@
 """Deployment: the crop at deployment, deploy.json, preprocessing parity with the prepared cache, ONNX export
-and its check, `modistill export` / `modistill predict` (modistill.recipes.deploy, deploy_onnx)."""
+and its check, `modistill export` / `modistill predict` (modistill.deploy.spec, deploy_onnx)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from modistill.data import cache as C
 from modistill.data.align import NOMINAL_DEPTH_SIZE, Alignment, aligned_crop_geometry
 from modistill.data.sampling import sample_indices
 from modistill.data.video import VideoReadError, write_video
-from modistill.recipes.deploy import (
-    FULL,
+from modistill.deploy import (
     CropSpec,
     DeploySpec,
     crop_box_pixels,
@@ -28,6 +27,7 @@ from modistill.recipes.deploy import (
     read_clip,
     top_k,
 )
+from modistill.deploy.spec import FULL
 
 DEPTH_HW = NOMINAL_DEPTH_SIZE[::-1]
 NTU_LIKE = Alignment(scale=2.9, tx=227.0, ty=-58.0)  # about what NTU's skeletons give (REF §4)
@@ -55,7 +55,7 @@ def test_crop_box_errors_and_full():
 
 def _fake_cache(root: Path, alignments: dict[str, tuple[float, float, float]], **extra) -> None:
     cfg = C.CacheConfig(size=16, frames=4, extra={"alignment": "skeleton", "keep_aspect": False, **extra})
-    C.write_json_atomic(root / C.CONFIG_NAME, cfg.to_dict())
+    cfg.write(root / C.CONFIG_NAME)
     with C.JsonlAppender(C.index_path(root)) as f:
         for name, (s, tx, ty) in alignments.items():
             cam = int(name[5:8])
@@ -182,8 +182,8 @@ def tiny_run(tmp_path_factory) -> dict[str, Path]:
     """A synthetic dataset, its cache and a 1-epoch run of the four-step recipe (~20 s CPU), built once."""
     from modistill.data.prepare import PrepareOptions, prepare_cache
     from modistill.data.synth import generate_dataset
-    from modistill.recipes.runner import run_recipe
-    from modistill.recipes.session import cache_datasets, load_experiment
+    from modistill.pipeline.runner import run_recipe
+    from modistill.pipeline.session import cache_datasets, load_experiment
 
     base = tmp_path_factory.mktemp("deploy")
     root, cache = base / "synth", base / "cache"
@@ -234,7 +234,7 @@ def test_preprocessing_matches_the_prepared_cache(tiny_run):
 
 @pytest.mark.slow
 def test_export_matches_pytorch_and_deploy_json(tiny_run, exported, capsys, monkeypatch):
-    from modistill.recipes import deploy_onnx
+    from modistill.deploy import onnx as deploy_onnx
 
     assert (exported / "model.onnx").is_file()
     d = load_deployed(tiny_run["run"])

@@ -12,16 +12,17 @@ from safetensors.torch import save_file
 from torch import nn
 
 import modistill.engine.checkpoint as ck
+from modistill.core.errors import ModistillError
 from modistill.engine.checkpoint import (
     CheckpointError,
-    join_tensors,
     load_checkpoint,
     load_weights,
     read_checkpoint_meta,
     save_checkpoint,
-    split_tensors,
 )
+from modistill.engine.files import CheckpointMeta
 from modistill.engine.seeding import capture_rng_state, restore_rng_state
+from modistill.engine.serial import join_tensors, split_tensors
 
 
 class BNNet(nn.Module):
@@ -146,19 +147,19 @@ def test_interrupted_write_keeps_previous_checkpoint_and_leaves_no_temp_files(tm
     net2, opt2 = _trained(2)
 
     calls = {"n": 0}
-    real = ck.save_file
+    real = ck.write_bytes_atomic
 
-    def flaky(*args, **kwargs):
+    def flaky(path, data):
         calls["n"] += 1
-        if calls["n"] == 2:  # the optimizer file: weights temp already written
+        if calls["n"] == 2:  # the optimizer file: the weights are already staged
             raise OSError("disk full")
-        return real(*args, **kwargs)
+        return real(path, data)
 
-    monkeypatch.setattr(ck, "save_file", flaky)
+    monkeypatch.setattr(ck, "write_bytes_atomic", flaky)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(tmp_path / "last", net2, opt2, {"epoch": 2})
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    assert after == before  # same files, same bytes; no *.tmp left behind
+    assert after == before  # same files, same bytes; no staged or temporary file left behind
     assert read_checkpoint_meta(tmp_path / "last")["epoch"] == 1
     load_checkpoint(tmp_path / "last", BNNet(), torch.optim.Adam(BNNet().parameters()))
 
@@ -167,11 +168,9 @@ def test_interrupted_between_renames_is_detected(tmp_path, monkeypatch):
     net, opt = _trained(1)
     save_checkpoint(tmp_path / "last", net, opt, {"epoch": 1})
     real = ck.os.replace
-    calls = {"n": 0}
 
     def crash_before_json(src, dst):
-        calls["n"] += 1
-        if calls["n"] == 3:  # weights and optimizer moved, JSON not yet
+        if str(dst).endswith("last.json"):  # weights and optimizer moved in place, JSON not yet
             raise KeyboardInterrupt
         return real(src, dst)
 
@@ -180,8 +179,41 @@ def test_interrupted_between_renames_is_detected(tmp_path, monkeypatch):
         save_checkpoint(tmp_path / "last", *_trained(2), {"epoch": 2})
     monkeypatch.setattr(ck.os, "replace", real)
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+    assert (tmp_path / "last.safetensors").exists() and not (tmp_path / "last.json").exists()
     with pytest.raises(CheckpointError, match="write was interrupted"):
         load_checkpoint(tmp_path / "last", BNNet())
+
+
+def test_sidecar_is_a_versioned_file_and_old_sidecars_still_load(tmp_path):
+    net, opt = _trained(1)
+    jfile = save_checkpoint(tmp_path / "last", net, opt, {"epoch": 3, "note": "x"})
+    raw = json.loads(jfile.read_text())
+    assert raw["format"] == "modistill-checkpoint" and raw["version"] == 1
+    assert raw["epoch"] == 3 and raw["note"] == "x"  # the caller's meta stays at the top level
+    side = CheckpointMeta.read(jfile)
+    assert side.weights == "last.safetensors" and side.unknown_fields == {"epoch": 3, "note": "x"}
+    # A sidecar written before files carried their schema (no format/version) reads as version 1.
+    jfile.write_text(json.dumps({k: v for k, v in raw.items() if k not in ("format", "version")}))
+    assert load_checkpoint(tmp_path / "last", BNNet(), torch.optim.Adam(BNNet().parameters()))["epoch"] == 3
+    # A newer version, another kind, or a file that is no sidecar: CheckpointError naming the file.
+    for bad in ({**raw, "version": 2}, {**raw, "format": "modistill-run-config"}, {"hello": 1}):
+        jfile.write_text(json.dumps(bad))
+        with pytest.raises(CheckpointError, match="last.json") as err:
+            read_checkpoint_meta(tmp_path / "last")
+        assert isinstance(err.value, ModistillError) and isinstance(err.value, RuntimeError)
+    with pytest.raises(ValueError, match="reserved keys"):
+        save_checkpoint(tmp_path / "x", net, None, {"token": "mine"})
+
+
+def test_stale_staging_files_of_dead_writers_are_removed(tmp_path):
+    from modistill.core.atomic import remove_stale_temps
+
+    ck_dir = tmp_path / "checkpoints"
+    ck_dir.mkdir()
+    ours = ck._staging_path(ck_dir / "last.safetensors", "ab" * 16)
+    stale = ours.with_name(ours.name.replace(f".{ck.os.getpid()}.", ".999999999."))  # a writer that is gone
+    stale.write_bytes(b"partial")
+    assert remove_stale_temps(tmp_path, ["checkpoints"]) == 1 and not stale.exists()
 
 
 def test_mixed_files_are_rejected_by_token(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from modistill.engine import evaluate, evaluate_checkpoint, save_checkpoint
+from modistill.engine import TrainConfig, eval_kwargs, evaluate, evaluate_checkpoint, save_checkpoint
 from modistill.engine.utils import fold_clips
 
 
@@ -146,3 +146,26 @@ def test_evaluate_checkpoint_loads_weights_first(tmp_path):
     assert evaluate(fresh, pf, ds, batch_size=4).accuracy < 1.0  # a fresh model disagrees...
     res = evaluate_checkpoint(fresh, tmp_path, pf, ds, batch_size=4)  # run folder -> checkpoints/best
     assert res.accuracy == 1.0  # ...the loaded one agrees with itself
+
+
+def test_eval_kwargs_from_train_config():
+    cfg = TrainConfig(
+        batch_size=8, eval_batch_size=6, device="cpu", amp="bf16", num_workers=2, progress=False
+    )
+    assert eval_kwargs(cfg, clips_per_video=3) == {
+        "batch_size": 6,
+        "device": "cpu",
+        "amp": "bf16",
+        "num_workers": 2,
+        "clips_per_video": 3,
+        "progress": False,
+    }
+    # The eval batch is global like the training batch: split over the processes, at least 1 each.
+    assert eval_kwargs(cfg, world_size=4)["batch_size"] == 1
+    assert eval_kwargs(TrainConfig(batch_size=8), world_size=2)["batch_size"] == 4
+    kw = eval_kwargs(cfg, num_classes=3, device="cpu", num_workers=0, amp="off")
+    assert kw["num_classes"] == 3 and kw["num_workers"] == 0
+    with pytest.raises(TypeError, match="no argument.*'strict'"):
+        eval_kwargs(cfg, strict=True)
+    data = FixedLogits([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0]], [1, 0])
+    assert evaluate(nn.Identity(), passthrough, data, **kw).accuracy == 1.0

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from test_engine_toys import ToyClips, ToyNet, ce_loss, predict, state_equal
 from torch import nn
 
-from modistill.engine import TrainConfig, evaluate, read_checkpoint_meta, train_stage
+from modistill.core.errors import ModistillError, SchemaError, UsageError
+from modistill.engine import RunConfigFile, TrainConfig, evaluate, read_checkpoint_meta, train_stage
 from modistill.engine import distributed as D
 from modistill.engine.metrics_log import read_metrics
 
@@ -60,7 +61,11 @@ def test_learning_happens_and_outputs_are_written(tmp_path):
         and meta["config"] == {"exp": "toy", "path": str(tmp_path)}
     )
     assert meta["train_config"]["lr"] == 1e-2 and len(meta["history"]) == 6
-    assert json.loads((tmp_path / "run_config.json").read_text())["stage"] == "step1"
+    run_cfg = RunConfigFile.read(tmp_path / "run_config.json")
+    assert run_cfg.stage == "step1" and run_cfg.train == cfg(epochs=6).to_dict() and run_cfg.world_size == 1
+    assert run_cfg.config == {"exp": "toy", "path": str(tmp_path)}
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[0]) == {"format": "modistill-metrics", "version": 1}  # the header, then records
     recs = read_metrics(tmp_path)
     steps = [r for r in recs if r["kind"] == "step"]
     epochs = [r for r in recs if r["kind"] == "epoch"]
@@ -261,7 +266,7 @@ def test_refuses_to_overwrite_and_tensorboard_events(tmp_path):
 
 
 def test_train_config_validation():
-    with pytest.raises(ValueError, match="optimizer must be one of"):
+    with pytest.raises(UsageError, match="optimizer must be one of"):
         TrainConfig(optimizer="rmsprop")
     with pytest.raises(ValueError, match="lr_milestones"):
         TrainConfig(lr_milestones=[0])
@@ -301,3 +306,40 @@ def test_missing_tensorboard_warns_once_and_jsonl_still_written(tmp_path, monkey
             train_stage(ToyNet(), cfg=cfg(epochs=1, tensorboard=True), run_dir=tmp_path / name, **kw)
     assert caplog.text.count("TensorBoard logging disabled") == 1
     assert not (tmp_path / "a" / "tb").exists() and read_metrics(tmp_path / "b")
+
+
+def test_metrics_header_survives_resume_truncation_and_old_files_still_read(tmp_path):
+    kw = dict(loss_fn=ce_loss, predict_fn=predict, train_set=ToyClips(n=8), val_set=None, run_dir=tmp_path)
+    train_stage(ToyNet(), cfg=cfg(epochs=1), **kw)
+    path = tmp_path / "metrics.jsonl"
+    header = path.read_text().splitlines()[0]
+    # A killed epoch 2 left a record behind: the resume drops it and keeps the header.
+    with open(path, "a") as f:
+        f.write(json.dumps({"stage": "train", "kind": "step", "epoch": 2, "step": 99}) + "\n")
+    train_stage(ToyNet(), cfg=cfg(epochs=2), resume=True, **kw)
+    lines = path.read_text().splitlines()
+    assert lines[0] == header and sum("format" in ln for ln in lines) == 1
+    recs = read_metrics(tmp_path)
+    assert [r["epoch"] for r in recs if r["kind"] == "epoch"] == [1, 2]
+    assert 99 not in [r["step"] for r in recs]
+    # Written before the header existed: version 1, read as is. A newer version is refused.
+    path.write_text("\n".join(lines[1:]) + "\n")
+    assert read_metrics(tmp_path) == recs
+    path.write_text(json.dumps({"format": "modistill-metrics", "version": 9}) + "\n" + "\n".join(lines[1:]))
+    with pytest.raises(SchemaError, match="version 9 is not supported"):
+        read_metrics(tmp_path)
+
+
+def test_user_side_errors_are_modistill_errors(tmp_path):
+    with pytest.raises(ModistillError, match="select_metric 'f1'"):
+        train_stage(
+            ToyNet(),
+            loss_fn=ce_loss,
+            predict_fn=predict,
+            train_set=ToyClips(n=8),
+            val_set=ToyClips(n=3),
+            cfg=cfg(epochs=1, select_metric="f1"),
+            run_dir=tmp_path,
+        )
+    with pytest.raises(ModistillError, match="unknown TrainConfig keys"):
+        TrainConfig.from_dict({"lrr": 1})

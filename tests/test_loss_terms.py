@@ -17,7 +17,6 @@ from modistill.distill import (
     mars_loss,
     relation_loss,
     released_step3_spec,
-    table2_spec,
 )
 
 B, T, K, C = 2, 3, 5, 4
@@ -99,31 +98,6 @@ def test_hoffman_is_the_sum_of_its_terms(distill):
     )[0]
     assert depth_w.grad.item() == pytest.approx(expected.item(), rel=1e-5)
     assert out.streams["hall"].w.grad is not None
-
-
-@pytest.mark.parametrize("row", range(1, 16))
-def test_every_table2_row_is_expressible(row):
-    spec = table2_spec(row)
-    out = _out()
-    total, parts = compute_loss(spec, out, LABELS)
-    assert total.dim() == 0 and torch.isfinite(total) and parts["loss"] is total
-    assert spec.streams_needed() <= set(out.streams)
-
-
-def test_table2_kinds_and_bad_row():
-    assert [table2_spec(r).kind for r in (1, 3, 8, 10, 12, 13, 15)] == [
-        "ce",
-        "hoffman",
-        "ce",
-        "hall",
-        "gd",
-    ] + [
-        "eq7",
-        "ce",
-    ]
-    assert table2_spec(1).classify == "depth" and table2_spec(2).classify == "rgb"
-    with pytest.raises(ValueError, match="rows 1-15"):
-        table2_spec(16)
 
 
 def test_released_step3_parity():

@@ -1,4 +1,5 @@
-"""MultiStreamNet: eq. 2 by hand (both variants), independence, freezing, gradient flow, fusion, overfit."""
+"""MultiStreamNet: eq. 2 by hand (both variants; the tensor functions and the network), independence, freezing,
+gradient flow, fusion, overfit."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from modistill.models import (
     MultiStreamNet,
     StreamSpec,
     create_fusion,
+    fusion_registry,
     list_fusions,
     register_fusion,
 )
-from modistill.models import fusion as fusion_mod
+from modistill.models.connections import connection_branch, eq2_paper, eq2_released
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -111,6 +113,50 @@ def hand_forward(net: MultiStreamNet, b: dict[str, torch.Tensor], conn: Connecti
         fc = net.streams[n].backbone.fc
         logits[n] = fc(x[n].mean(dim=(2, 3))).view(b[n].shape[0], t, -1)
     return feats, logits
+
+
+# Eq. 2 on tiny tensors, expected values written out by hand. a = target unit-1 output before its ReLU,
+# m = source unit-1 output after its ReLU; shape (B*T, C, H, W) = (2, 1, 1, 3).
+EQ2_A = [[[[-2.0, 0.5, 3.0]]], [[[1.5, -1.0, 0.0]]]]
+EQ2_M = [[[[1.0, 4.0, 0.0]]], [[[2.0, 0.5, 3.0]]]]
+
+
+def test_eq2_paper_by_hand() -> None:
+    a, m = torch.tensor(EQ2_A, requires_grad=True), torch.tensor(EQ2_M, requires_grad=True)
+    out = eq2_paper(a, m)
+    # a * m: -2*1, 0.5*4, 3*0 | 1.5*2, -1*0.5, 0*3
+    assert torch.equal(out, torch.tensor([[[[-2.0, 2.0, 0.0]]], [[[3.0, -0.5, 0.0]]]]))
+    assert out.shape == (2, 1, 1, 3)
+    out.sum().backward()
+    assert torch.equal(a.grad, torch.tensor(EQ2_M))  # d(a*m)/da = m
+    assert torch.equal(m.grad, torch.tensor(EQ2_A))  # d(a*m)/dm = a: the source gets gradient through m
+
+
+def test_eq2_released_by_hand() -> None:
+    a, m = torch.tensor(EQ2_A, requires_grad=True), torch.tensor(EQ2_M, requires_grad=True)
+    out = eq2_released(a, m)
+    # relu(a) + a * m: 0 + -2, 0.5 + 2, 3 + 0 | 1.5 + 3, 0 + -0.5, 0 + 0
+    expected = torch.tensor([[[[-2.0, 2.5, 3.0]]], [[[4.5, -0.5, 0.0]]]])
+    assert torch.equal(out, expected)
+    out.sum().backward()
+    # d/da = 1[a > 0] + m: 0+1, 1+4, 1+0 | 1+2, 0+0.5, 0+3 (relu'(0) = 0 in torch)
+    assert torch.equal(a.grad, torch.tensor([[[[1.0, 5.0, 1.0]]], [[[3.0, 0.5, 3.0]]]]))
+    assert torch.equal(m.grad, torch.tensor(EQ2_A))
+    # A precomputed relu(a) (what the network passes: unit 2's skip input) gives the same values.
+    relu_a = torch.tensor([[[[0.0, 0.5, 3.0]]], [[[1.5, 0.0, 0.0]]]])
+    assert torch.equal(eq2_released(torch.tensor(EQ2_A), torch.tensor(EQ2_M), relu_a), expected)
+
+
+def test_connection_branch_dispatch() -> None:
+    a, m = torch.tensor(EQ2_A), torch.tensor(EQ2_M)
+    assert torch.equal(
+        connection_branch("paper", a, m), torch.tensor([[[[-2.0, 2.0, 0.0]]], [[[3.0, -0.5, 0.0]]]])
+    )
+    assert torch.equal(
+        connection_branch("released", a, m), torch.tensor([[[[-2.0, 2.5, 3.0]]], [[[4.5, -0.5, 0.0]]]])
+    )
+    with pytest.raises(ValueError, match="variant"):
+        connection_branch("sum", a, m)
 
 
 @pytest.mark.parametrize("variant", ["paper", "released"])
@@ -342,7 +388,7 @@ def test_learned_fusion_plugs_in() -> None:
         direct = create_fusion(name, streams=("rgb",), num_classes=5, feature_dims={"rgb": 64})
         assert direct.head.in_features == 64
     finally:
-        fusion_mod._FUSIONS.pop(name, None)
+        fusion_registry._FUSIONS.pop(name, None)
 
 
 # ------------------------------------------------------------------------------------------------ overfit

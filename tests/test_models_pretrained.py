@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from modistill.core.errors import ModistillError
 from modistill.models import (
+    CheckpointError,
     MultiStreamNet,
     StreamSpec,
     VideoStream,
@@ -146,6 +149,7 @@ def test_error_lists_missing_unexpected_and_misshaped(tmp_path: Path) -> None:
     model = create_model("resnet18", num_classes=1000, width=WIDTH)
     with pytest.raises(ValueError) as info:
         load_pretrained(model, path)
+    assert isinstance(info.value, CheckpointError) and isinstance(info.value, ModistillError)
     msg = str(info.value)
     assert "broken.pth" in msg
     assert "missing (1): layer1.0.bn1.weight" in msg
@@ -154,8 +158,9 @@ def test_error_lists_missing_unexpected_and_misshaped(tmp_path: Path) -> None:
 
 
 def test_other_errors(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nothere.pth"):
+    with pytest.raises(FileNotFoundError, match="nothere.pth") as info:
         load_pretrained(create_model("resnet18", width=WIDTH), tmp_path / "nothere.pth")
+    assert isinstance(info.value, ModistillError)
     bad = tmp_path / "list.pth"
     torch.save([1, 2, 3], bad)
     with pytest.raises(ValueError, match="list.pth.*expected a dict"):
@@ -189,17 +194,26 @@ def test_video_stream_loading_keeps_temporal_identity(tmp_path: Path) -> None:
     assert torch.allclose(stream(clips).frame_logits[0], frames, atol=1e-5 * scale, rtol=1e-5)
 
 
-def test_streamspec_pretrained_path(tmp_path: Path) -> None:
+def test_streams_load_pretrained_explicitly(tmp_path: Path) -> None:
+    """Construction never loads weights; ``load_pretrained(net.streams[name], path)`` does, per stream."""
     sd = source_state()
     path = tmp_path / "r18.pth"
     torch.save(sd, path)
+    assert "pretrained" not in {f.name for f in dataclasses.fields(StreamSpec)}
+    torch.manual_seed(0)
     net = MultiStreamNet(
         {
-            "rgb": StreamSpec("resnet18", "rgb", WIDTH, pretrained=str(path)),
-            "flow": StreamSpec("resnet18", "flow", WIDTH, in_channels=2, pretrained=str(path)),
+            "rgb": StreamSpec("resnet18", "rgb", WIDTH),
+            "flow": StreamSpec("resnet18", "flow", WIDTH, in_channels=2),
         },
         num_classes=5,
     )
+    torch.manual_seed(0)
+    fresh = create_model("resnet18", num_classes=5, width=WIDTH)  # the rgb stream's backbone draws first
+    assert_loaded(net.streams["rgb"].backbone, fresh.state_dict())  # random init, nothing loaded
+    load_pretrained(net.streams["rgb"], path)
+    report = load_pretrained(net.streams["flow"], path)
+    assert report.inflated == ["conv1.weight"]
     assert_loaded(net.streams["rgb"].backbone, sd, skip=("fc.weight", "fc.bias"))
     assert_loaded(net.streams["flow"].backbone, sd, skip=("fc.weight", "fc.bias", "conv1.weight"))
     assert net.streams["flow"].backbone.conv1.weight.shape[1] == 2

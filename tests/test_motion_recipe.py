@@ -16,23 +16,23 @@ from modistill.data.prepare import PrepareOptions, prepare_cache
 from modistill.data.prepare_flow import FlowOptions, prepare_flow
 from modistill.data.synth import generate_dataset
 from modistill.distill.terms import compute_loss
-from modistill.recipes.ablation import SETS, VARIANTS, resolve_variants, variant_config
-from modistill.recipes.depth import RecipeConfig, build_recipe
+from modistill.pipeline.runner import build_network
+from modistill.pipeline.session import load_experiment
+from modistill.recipes import DepthRecipeConfig, MotionRecipeConfig, build_recipe
+from modistill.recipes.ablation import SETS, VARIANTS, motion_references, resolve_variants, variant_config
 from modistill.recipes.experiment import ExperimentConfig
-from modistill.recipes.motion import motion_markdown, motion_references, motion_summary
-from modistill.recipes.runner import build_network
-from modistill.recipes.session import load_experiment
 from modistill.recipes.stages import stage_to_dict, validate_recipe
+from modistill.reporting.motion import motion_markdown, motion_summary
 
 MOTION_VARIANTS = [n for n in VARIANTS if n.startswith("motion")]
 LOSS_KIND = {"relation": "relation", "mars": "mars", "both": "relation_mars", "none": "ce"}
 
 
-def _motion_cfg(**kw) -> RecipeConfig:
-    return RecipeConfig(name="motion", **kw)
+def _motion_cfg(**kw) -> MotionRecipeConfig:
+    return MotionRecipeConfig(**kw)
 
 
-def _stages(cfg: RecipeConfig) -> dict:
+def _stages(cfg) -> dict:
     return {s.name: s for s in build_recipe(cfg)}
 
 
@@ -73,7 +73,7 @@ def test_every_motion_variant_builds_a_valid_recipe(name):
 def test_rgb_stage_is_the_depth_recipes_stage():
     """Same definition -> same content-addressed key: both methods share one trained RGB baseline."""
     motion = _stages(_motion_cfg())["step1_rgb"]
-    depth = _stages(RecipeConfig())["step1_rgb"]
+    depth = _stages(DepthRecipeConfig())["step1_rgb"]
     assert stage_to_dict(motion) == stage_to_dict(depth)
 
 
@@ -198,8 +198,8 @@ def flow_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_tiny_motion_run_report_and_ablation_table(flow_cache, tmp_path):
+    from modistill.apps.motion_demo import run_motion_demo
     from modistill.cli import main
-    from modistill.recipes.motion import run_motion_demo
     from modistill.reporting.report import write_report
 
     out = tmp_path / "run"

@@ -25,6 +25,7 @@ from test_prepare_layout import (
 from modistill.cli import main
 from modistill.data import cache as C
 from modistill.data.prepare import PrepareError, PrepareOptions, prepare_cache
+from modistill.data.records import AlignmentRecord, FailureRecord, IndexRecord
 from modistill.data.sampling import sample_indices
 
 OPTS = PrepareOptions(size=32, frames=8, depth_encoding="raw")
@@ -54,6 +55,9 @@ def test_prepare_writes_arrays_index_and_config(prepared) -> None:
     recs = C.read_index(out)
     assert [r["name"] for r in recs] == GOOD
     for r in recs:
+        # The records carry exactly the fields `modistill.data.records` documents.
+        assert set(r) == IndexRecord.__required_keys__
+        assert set(r["alignment"]) == AlignmentRecord.__required_keys__
         name = r["name"]
         n = int(name[-3:])
         assert r["label"] == n - 1 and r["action"] == n
@@ -104,6 +108,7 @@ def test_failures_are_listed_while_the_rest_completes(tmp_path: Path) -> None:
     assert [r["name"] for r in C.read_index(out)] == GOOD[:2]
     fails = {f["sample"]: f for f in C.read_failures(out)}
     assert set(fails) == {bad_sk, bad_avi, no_depth}
+    assert all(set(f) == FailureRecord.__required_keys__ for f in fails.values())
     assert fails[bad_sk]["stage"] == "skeleton"
     assert f"{bad_sk}.skeleton" in fails[bad_sk]["error"] and "truncated" in fails[bad_sk]["error"]
     assert fails[bad_avi]["stage"] == "rgb"

@@ -20,10 +20,11 @@ from safetensors.torch import load_file
 
 from modistill.cli import main as cli_main
 from modistill.engine.metrics_log import read_metrics
-from modistill.recipes import runner
-from modistill.recipes.robustness import run_robustness
-from modistill.recipes.runner import run_recipe
-from modistill.recipes.session import cache_datasets, load_experiment
+from modistill.pipeline import runner
+from modistill.pipeline.files import RobustnessFile, RunResultsFile
+from modistill.pipeline.robustness import run_robustness
+from modistill.pipeline.runner import run_recipe
+from modistill.pipeline.session import cache_datasets, load_experiment
 from modistill.reporting.report import write_report
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,7 +63,7 @@ def test_four_steps_then_robustness_then_report(cache, tmp_path, monkeypatch):
     assert differing(stream_state(best["step3"], "depth"), stream_state(best["step2"], "depth")) == []
     assert differing(stream_state(best["step3"], "hall"), stream_state(best["step2"], "depth")) != []
 
-    results = json.loads((out / "results.json").read_text())
+    results = RunResultsFile.read(out / "results.json").stages
     for n, r in runs.items():
         assert results[n]["test_accuracy"] == r.result["test"]["accuracy"]
         assert r.result["test"]["n"] == 6 and sum(map(sum, r.result["test"]["confusion"])) == 6
@@ -72,7 +73,7 @@ def test_four_steps_then_robustness_then_report(cache, tmp_path, monkeypatch):
     acc8 = runs["step2"].result["test"]["accuracy"]
     assert rob["accuracy"][0] == acc8 and 0.0 <= rob["accuracy"][1] <= 1.0 and 0.0 <= rob["void"] <= 1.0
     assert rob["rgb_final"] == runs["step4"].result["test"]["accuracy"]
-    assert json.loads((out / "robustness.json").read_text()) == rob
+    assert RobustnessFile.read(out / "robustness.json").to_dict() == RobustnessFile(**rob).to_dict()
 
     paths = write_report(out)
     md = paths["markdown"].read_text()

@@ -18,9 +18,11 @@ from _recipe_utils import (
 from safetensors.torch import load_file
 
 from modistill.cli import main as cli_main
-from modistill.recipes import runner
-from modistill.recipes.runner import run_recipe
-from modistill.recipes.session import cache_datasets
+from modistill.pipeline import runner
+from modistill.pipeline.files import RunResultsFile
+from modistill.pipeline.runner import run_recipe
+from modistill.pipeline.session import cache_datasets
+from modistill.reporting.ablation import AblationFile
 
 TIMING = {"time_s", "samples_per_s"}
 
@@ -118,12 +120,12 @@ def test_ablation_reuses_step1_from_an_earlier_run(cache, tmp_path, caplog, caps
     assert [p.name.split("-")[0] for p in new] == ["step2"]
     stage = json.loads((new[0] / "stage.json").read_text())["stage"]
     assert stage["connections"] == [] and stage["paper_row"] == "9"
-    rows = json.loads((root / "ablation.json").read_text())
+    rows = AblationFile.read(root / "ablation.json").rows
     assert [(r["variant"], r["row"], r["stage"]) for r in rows] == [("step2_no_connections", "9", "step2")]
     result = json.loads((new[0] / "result.json").read_text())
     assert rows[0]["accuracy"] == result["test"]["accuracy"]
     assert "| 9 | step2_no_connections | step2 |" in (root / "ablation.md").read_text()
-    variant_results = json.loads((root / "variants" / "step2_no_connections" / "results.json").read_text())
+    variant_results = RunResultsFile.read(root / "variants" / "step2_no_connections" / "results.json").stages
     assert set(variant_results) == {"step1_rgb", "step1_depth", "step2"}
 
     caplog.clear()  # the same table again: nothing trains

@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
+from modistill.core.paper import NOISE_SIGMA2
 from modistill.data.normalize import IMAGENET_MEAN, IMAGENET_STD
-from modistill.recipes.robustness import PAPER_SIGMA2, speckle_transform, void_transform
+from modistill.pipeline.robustness import speckle_transform, void_transform
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -30,7 +31,7 @@ def _batch(shape=(2, 3, 3, 8, 8), seed=0) -> dict[str, torch.Tensor]:
 
 
 def test_paper_noise_levels():
-    assert PAPER_SIGMA2 == (0.0, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    assert NOISE_SIGMA2 == (0.0, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 def test_speckle_sigma0_is_the_identity():

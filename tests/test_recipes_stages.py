@@ -22,9 +22,9 @@ from _recipe_utils import (
 )
 from safetensors.torch import load_file
 
-from modistill.recipes import runner
-from modistill.recipes.runner import _init_from_stages, build_network, init_seed, run_recipe
-from modistill.recipes.session import cache_datasets
+from modistill.pipeline import runner
+from modistill.pipeline.runner import _init_from_stages, build_network, init_seed, run_recipe
+from modistill.pipeline.session import cache_datasets
 
 
 @pytest.fixture(scope="module")

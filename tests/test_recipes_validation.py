@@ -11,15 +11,15 @@ import pytest
 
 from modistill.cli import main as cli_main
 from modistill.core.config import ConfigError
+from modistill.pipeline.runner import run_recipe
+from modistill.pipeline.session import load_experiment
+from modistill.recipes import DepthRecipeConfig, build_recipe, hoffman_recipe
 from modistill.recipes.ablation import SETS, VARIANTS, resolve_variants, variant_config
-from modistill.recipes.depth import RecipeConfig, build_recipe, hoffman_recipe
-from modistill.recipes.runner import run_recipe
-from modistill.recipes.session import load_experiment
 from modistill.recipes.stages import Evaluation, StreamPlan, validate_recipe
 
 
 def _garcia(**kw) -> dict:
-    return {s.name: s for s in build_recipe(RecipeConfig(**kw))}
+    return {s.name: s for s in build_recipe(DepthRecipeConfig(**kw))}
 
 
 # --- the paper's four steps -----------------------------------------------------------------------------
@@ -67,7 +67,7 @@ def test_recipe_knobs_change_the_stages():
     assert _garcia(conn_stages=[3, 4])["step2"].connections[0].stages == (3, 4)
     assert _garcia(step3_loss="gd")["step3"].loss.kind == "gd"
     with pytest.raises(ValueError, match="conn_stages"):
-        RecipeConfig(conn_stages=[5])
+        DepthRecipeConfig(conn_stages=[5])
 
 
 # --- Table 2 variants -----------------------------------------------------------------------------------
@@ -98,7 +98,7 @@ def test_ablation_variant_overrides_are_what_they_say():
     ) == ("hall", False)
     assert get["hoffman_gd"].name == "hoffman" and get["hoffman_gd"].hoffman_loss == "gd"
     assert get["released"].hall_layers == {"layer4": 0.01} and get["released"].hall_reduction == "sum"
-    assert base.recipe == RecipeConfig()  # variant_config copies; the base is untouched
+    assert base.recipe == DepthRecipeConfig()  # variant_config copies; the base is untouched
     assert [v.name for v in resolve_variants(["losses", "paper"])] == list(SETS["losses"])
     with pytest.raises(ValueError, match="unknown ablation variant"):
         resolve_variants(["step9"])
@@ -106,7 +106,7 @@ def test_ablation_variant_overrides_are_what_they_say():
 
 @pytest.mark.parametrize("loss,row", [("hall", "3"), ("gd", "4"), ("eq7", "5")])
 def test_hoffman_recipe(loss, row):
-    (st,) = hoffman_recipe(RecipeConfig(name="hoffman", hoffman_loss=loss))
+    (st,) = hoffman_recipe(DepthRecipeConfig(name="hoffman", hoffman_loss=loss))
     assert st.name == f"hoffman_{loss}"
     assert [(s.name, s.modality, s.frozen) for s in st.streams] == [
         ("rgb", "rgb", False),
@@ -118,7 +118,7 @@ def test_hoffman_recipe(loss, row):
     assert (st.loss.student, st.loss.teacher) == ("hall", "depth")
     assert st.evaluate.streams == ("rgb", "hall") and st.evaluate.inputs == ("rgb",)
     assert st.fuse == ("rgb", "hall") and st.paper_row == row == st.evaluate.paper_row
-    assert build_recipe(RecipeConfig(name="hoffman", hoffman_loss=loss)) == [st]
+    assert build_recipe(DepthRecipeConfig(name="hoffman", hoffman_loss=loss)) == [st]
 
 
 # --- validate_recipe rejections ---------------------------------------------------------------------------
@@ -256,3 +256,20 @@ def test_train_rejects_stray_arguments_after_an_option(tmp_path):
     with pytest.raises(SystemExit) as exc:
         cli_main(["train", str(p), "--dry-run", "not-an-override"])
     assert exc.value.code == 2
+
+
+def test_every_table2_row_comes_from_one_variant_whose_recipe_labels_it():
+    """The paper's table (core.paper) is the one list of rows: the ablation variants cover every row, and each
+    variant's recipe labels an evaluation with each row the variant claims to produce."""
+    from modistill.core.config import apply_overrides
+    from modistill.core.paper import TABLE2
+    from modistill.recipes import ExperimentConfig
+    from modistill.recipes.ablation import SETS, VARIANTS
+
+    covered = {r for v in SETS["table2"] for r in VARIANTS[v].rows}
+    assert covered == set(TABLE2)
+    for name in SETS["all"]:
+        v = VARIANTS[name]
+        exp = apply_overrides(ExperimentConfig(), list(v.overrides))
+        labels = {ev.paper_row for st in build_recipe(exp.recipe) for ev in (st.evaluate, *st.extra)}
+        assert set(v.rows) <= labels, (name, v.rows, labels)

@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from modistill.core.errors import ModistillError
+
 
 def add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -26,5 +28,20 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def fail(message: str, code: int = 2) -> int:
+    """Print a user error the one way the CLI prints them (``modistill: error: ...``); returns ``code``."""
     print(f"modistill: error: {message}", file=sys.stderr)
     return code
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message for a user-side error, or None for anything else (a bug: keep its traceback).
+
+    User-side: every `ModistillError`, and a missing / unreadable path the user named (an OSError that carries
+    a file name)."""
+    if isinstance(exc, ModistillError):
+        return str(exc)
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
+        if exc.filename is not None:
+            return f"{exc.filename}: {exc.strerror or exc}"
+        return str(exc)
+    return None

@@ -6,12 +6,9 @@ Variants share trained stages (content-addressed), so e.g. step 1 is trained onc
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from modistill.core.config import ConfigError
-
-from ._common import add_overrides, fail, setup_logging
+from ._common import add_overrides, setup_logging
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +22,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from modistill.recipes.ablation import SETS, VARIANTS, resolve_variants, variant_config, variant_rows
+    from modistill.recipes.ablation import SETS, VARIANTS, resolve_variants
 
     if args.list:
         for v in VARIANTS.values():
@@ -34,39 +31,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
     setup_logging()
     from modistill.engine import distributed as D
-    from modistill.engine.checkpoint import write_text_atomic
-    from modistill.recipes.runner import run_recipe
-    from modistill.recipes.session import cache_datasets, load_experiment
-    from modistill.core.paper import TABLE2, paper_column
+    from modistill.pipeline.session import cache_datasets, load_experiment
+    from modistill.pipeline.sweep import run_variants
+    from modistill.reporting.ablation import write_ablation
 
-    try:
-        base = load_experiment(args.config, args.overrides)
-        variants = resolve_variants(args.variants)
-    except (ConfigError, ValueError) as exc:
-        return fail(str(exc))
+    base = load_experiment(args.config, args.overrides)
+    variants = resolve_variants(args.variants)
     root = Path(base.out_dir)
     datasets, num_classes, names = cache_datasets(base)
-    rows = []
-    for v in variants:
-        exp = variant_config(base, v)
-        exp.out_dir = str(root / "variants" / v.name)
-        exp.stage_root = str(root / "stages")
-        runs = run_recipe(exp, datasets, num_classes, only=v.stages, class_names=names)
-        rows += variant_rows(v, {n: r.result for n, r in runs.items()})
+    done = run_variants(base, variants, datasets, num_classes, names,
+                        out_dir=lambda v: root / "variants" / v.name, stage_root=root / "stages")
     main = D.is_main()
     D.cleanup()
-    col = paper_column(base.data.protocol)
-    # Paper rows are numbers, motion rows "M1".."M5": numbers first, in numeric order, then the labels.
-    rows.sort(key=lambda r: (0, int(r["row"]), "", r["variant"]) if str(r["row"]).isdigit()
-              else (1, 0, str(r["row"]), r["variant"]))
-    lines = ["| row | variant | stage | evaluation | ours | paper |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        p = TABLE2[r["row"]][col] if r["row"] in TABLE2 else None  # motion rows have no paper number
-        lines.append(f"| {r['row']} | {r['variant']} | {r['stage']} | {r['evaluation']} | "
-                     f"{100 * r['accuracy']:.2f} | {'-' if p is None else f'{p:.2f}'} |")
-    table = "\n".join(lines) + "\n"
     if main:
-        write_text_atomic(root / "ablation.json", json.dumps(rows, indent=1))
-        write_text_atomic(root / "ablation.md", "# Ablation (paper Table 2 rows)\n\n" + table)
-        print(table)
+        print(write_ablation(root, [r for d in done for r in d.rows], base.data.protocol))
     return 0

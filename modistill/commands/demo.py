@@ -25,8 +25,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging()
+    from modistill.apps.demo import run_demo
     from modistill.engine import distributed as D
-    from modistill.recipes.demo import run_demo
 
     try:
         paths = run_demo(args.out, quick=args.quick, seeds=args.seeds, workers=args.workers,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from ._common import setup_logging
 
@@ -24,9 +22,10 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging()
-    from modistill.engine.evaluate import evaluate
-    from modistill.recipes.runner import predictor
-    from modistill.recipes.session import cache_datasets, open_run
+    from modistill.engine.evaluate import eval_kwargs, evaluate
+    from modistill.pipeline.files import EvaluationFile
+    from modistill.pipeline.runner import predictor
+    from modistill.pipeline.session import cache_datasets, open_run
 
     handle = open_run(args.run_dir)
     exp = handle.exp
@@ -35,16 +34,8 @@ def run(args: argparse.Namespace) -> int:
     factory, num_classes, names = cache_datasets(exp)
     model = handle.model(args.stage)
     ev = handle.stages[args.stage].stage.evaluate
-    res = evaluate(
-        model,
-        predictor(ev),
-        factory(args.split, ev.inputs, False),
-        batch_size=exp.train.eval_batch_size or exp.train.batch_size,
-        device=exp.train.device,
-        num_classes=num_classes,
-        clips_per_video=exp.data.clips_per_video,
-        amp=exp.train.amp,
-    )
+    res = evaluate(model, predictor(ev), factory(args.split, ev.inputs, False),
+                   **eval_kwargs(exp.train, clips_per_video=exp.data.clips_per_video, num_classes=num_classes))
     print(
         f"{args.stage} on {args.split} ({ev.name}; {res.n} videos, {exp.data.clips_per_video} clip(s) each): "
         f"accuracy {100 * res.accuracy:.2f}%  mean class accuracy {100 * res.mean_class_accuracy:.2f}%"
@@ -53,6 +44,5 @@ def run(args: argparse.Namespace) -> int:
     for name, a in zip(labels, res.per_class):
         print(f"  {name:28s} {'-' if a != a else f'{100 * a:6.2f}%'}")
     if args.out:
-        d = res.to_dict() | {"stage": args.stage, "split": args.split, "evaluation": ev.name}
-        Path(args.out).write_text(json.dumps(d, indent=1))
+        EvaluationFile(args.stage, args.split, ev.name, res.to_dict()).write(args.out)
     return 0

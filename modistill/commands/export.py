@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from modistill.data.video import VideoReadError
-    from modistill.recipes.deploy import MODEL_FILE, load_deployed, read_clip
-    from modistill.recipes.deploy_onnx import check_onnx, export_onnx, reference_clip
+    from modistill.deploy import MODEL_FILE, load_deployed, read_clip
+    from modistill.deploy.onnx import check_onnx, export_onnx, reference_clip
 
     try:
         deployed = load_deployed(args.run_dir, args.stage, cache=args.cache)

@@ -35,7 +35,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from modistill.data.video import VideoReadError
-    from modistill.recipes.deploy import load_predictor, read_clip, top_k
+    from modistill.deploy import load_predictor, read_clip, top_k
 
     if args.top_k < 1:
         return fail(f"--top-k must be >= 1, got {args.top_k}")

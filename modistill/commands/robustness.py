@@ -22,7 +22,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging()
-    from modistill.recipes.robustness import run_robustness
+    from modistill.pipeline.robustness import run_robustness
 
     res = run_robustness(args.run_dir, args.sigma2, seed=args.seed)
     print("sigma^2      accuracy")

@@ -34,9 +34,9 @@ def run(args: argparse.Namespace) -> int:
     setup_logging()
     from modistill.core.config import to_yaml
     from modistill.engine import distributed as D
-    from modistill.recipes.depth import build_recipe
-    from modistill.recipes.runner import run_recipe
-    from modistill.recipes.session import cache_datasets, load_experiment
+    from modistill.pipeline.runner import run_recipe
+    from modistill.pipeline.session import cache_datasets, load_experiment
+    from modistill.recipes.experiment import build_recipe
     from modistill.recipes.stages import stage_to_dict
 
     try:

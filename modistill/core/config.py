@@ -32,6 +32,8 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 
 from .errors import ModistillError
+from .yamlio import Dumper as _Dumper
+from .yamlio import yaml_load as _yaml_load
 
 __all__ = [
     "ConfigError",
@@ -45,6 +47,8 @@ __all__ = [
 ]
 
 C = TypeVar("C")
+#: the field that tells the members of a tagged union of dataclasses apart (``recipe.name``)
+TAG = "name"
 _NONE = type(None)
 
 
@@ -59,77 +63,6 @@ class ConfigError(ModistillError, ValueError):
         return ": ".join(p for p in (self.origin, self.key, self.message) if p)
 
 
-# --- YAML 1.2 core schema -------------------------------------------------------------------------------
-# PyYAML implements YAML 1.1, where 1e-3 is a *string*, "on"/"yes" are booleans and 010 is octal 8; configs
-# are easier to read with the 1.2 rules (the ones most other YAML tools and JSON follow).
-_IMPLICIT = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
-_RESOLVERS = [
-    ("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")),
-    ("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")),
-    (
-        "tag:yaml.org,2002:float",
-        re.compile(
-            r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-            r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-        ),
-        list("-+.0123456789"),
-    ),
-]
-
-
-def _core_schema(cls: type) -> type:
-    cls.yaml_implicit_resolvers = {
-        ch: [(tag, rx) for tag, rx in lst if tag not in _IMPLICIT]
-        for ch, lst in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-    for tag, rx, first in _RESOLVERS:
-        cls.add_implicit_resolver(tag, rx, first)
-    return cls
-
-
-@_core_schema
-class _Loader(yaml.SafeLoader):
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark
-                    )
-                seen[key] = key_node.start_mark.line + 1
-            except TypeError:  # unhashable key: PyYAML reports it below
-                pass
-        return super().construct_mapping(node, deep)
-
-
-def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-    s = str(loader.construct_scalar(node))
-    if s.startswith(("0o", "0x")):
-        return int(s[2:], 8 if s[1] == "o" else 16)
-    return int(s, 10)
-
-
-_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
-
-
-class _Dumper(yaml.SafeDumper):
-    """Quotes every string that a YAML 1.2 *or* 1.1 reader would take for a bool/int/float ("1e-3", "yes"),
-    so dumped configs read back equal here and in other YAML tools."""
-
-
-for _tag, _rx, _first in _RESOLVERS:
-    _Dumper.add_implicit_resolver(_tag, _rx, _first)
-
-
-def _yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-
-
-# --- conversion -----------------------------------------------------------------------------------------
 def _join(key: str, part: str | int) -> str:
     return f"{key}.{part}" if key else str(part)
 
@@ -178,6 +111,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         choices = [a for a in args if a is not _NONE]
         if len(choices) == 1:
             return _convert(choices[0], value, key)
+        if _is_tagged(choices):
+            return _convert_tagged(choices, value, key)
         for a in choices:
             try:
                 return _convert(a, value, key)
@@ -264,6 +199,50 @@ def _convert_dataclass(cls: type, value: Any, key: str) -> Any:
         m = re.match(r"[A-Za-z_]\w*", str(e))
         where = _join(key, m.group(0)) if m and m.group(0) in fields else key or "(top level)"
         raise ConfigError(f"invalid {cls.__name__}: {e}", where) from e
+
+
+def _tag_options(cls: type) -> tuple:
+    return get_args(_hints(cls).get(TAG, None)) if get_origin(_hints(cls).get(TAG, None)) is Literal else ()
+
+
+def _is_tagged(choices: list[Any]) -> bool:
+    return all(dataclasses.is_dataclass(c) and isinstance(c, type) and _tag_options(c) for c in choices)
+
+
+def _convert_tagged(choices: list[type], value: Any, key: str) -> Any:
+    """A tagged union of dataclasses: the ``name`` field picks the member (default: the first member's).
+
+    Keys of another member whose value equals that member's default are dropped: they are what a complete
+    effective config carries after an override switched the tag (``recipe.name=motion`` on a depth config).
+    Any other key of another member is an error that names the member it belongs to.
+    """
+    if any(isinstance(value, c) for c in choices):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"expected a mapping, got {_desc(value)}", key or None)
+    default = dataclasses.fields(choices[0])
+    tag = value.get(TAG, next(f.default for f in default if f.name == TAG))
+    member = next((c for c in choices if tag in _tag_options(c)), None)
+    if member is None:
+        opts = [t for c in choices for t in _tag_options(c)]
+        hint = _suggest(tag, opts) if isinstance(tag, str) else ""
+        raise ConfigError(f"expected one of {', '.join(map(repr, opts))}, got {_desc(tag)}"
+                          + (f" ({hint})" if hint else ""), _join(key, TAG))
+    own = {f.name for f in dataclasses.fields(member)}
+    kept: dict[str, Any] = {}
+    for k, v in value.items():
+        others = [c for c in choices if c is not member and k in {f.name for f in dataclasses.fields(c)}]
+        if k in own or not others:
+            kept[k] = v  # an unknown key is reported by the member's own conversion
+        elif not all(v == to_dict(_field_default(c, k)) for c in others):
+            names = "/".join(str(t) for c in others for t in _tag_options(c))
+            raise ConfigError(f"is a setting of the {names!r} {key or 'config'}, not of {tag!r}", _join(key, k))
+    return _convert_dataclass(member, kept, key)
+
+
+def _field_default(cls: type, name: str) -> Any:
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 # --- public API -----------------------------------------------------------------------------------------

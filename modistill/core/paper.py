@@ -24,6 +24,16 @@ TABLE2: dict[str, tuple[str, str, float | None, float | None]] = {
     "15": ("Step 4, final RGB-only model", "RGB", 73.42, 77.21),
 }
 
+# Which training setting each ablation row of Table 2 is (the recipes label their evaluations from these):
+# step 3 by (loss, connections): eq. 3 = "hall", eq. 5-6 = "gd" (Table 2's "eq. (4)"), eq. 7 = "eq7".
+STEP3_ROWS: dict[tuple[str, bool], str] = {
+    ("hall", False): "10", ("hall", True): "11", ("gd", True): "12", ("eq7", True): "13", ("eq7", False): "14",
+}
+# The one-step baseline of Hoffman et al. 2016 by its distillation term.
+HOFFMAN_ROWS: dict[str, str] = {"hall": "3", "gd": "4", "eq7": "5"}
+# Step 2 with / without cross-stream connections.
+STEP2_ROWS: dict[bool, str] = {True: "8", False: "9"}
+
 # Table 3 (cross-view, step-2 model with multiplicative depth noise)
 NOISE_SIGMA2: tuple[float, ...] = (0.0, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 NOISE_CV: tuple[float, ...] = (81.43, 81.34, 81.12, 76.85, 62.47, 51.43)
@@ -37,3 +47,14 @@ GAP_CLOSED = {"xsub": 0.52, "xview": 0.58}
 def paper_column(protocol: str) -> int:
     """Index into a TABLE2 entry of the paper column matching ``protocol`` (cross-view for xview)."""
     return 3 if protocol == "xview" else 2
+
+
+# Row labels of our motion table (recipes/motion.py; the ICONIP 2020 abstract reports no table we could
+# reproduce, so these rows carry no paper number; row 2 is the RGB stage shared with Table 2).
+MOTION_ROWS: dict[str, tuple[str, str]] = {
+    "M1": ("flow teacher (flow stream alone)", "flow"),
+    "2": ("RGB stream alone (RGB-only baseline)", "RGB"),
+    "M3": ("two-stream RGB + flow, late fusion", "RGB + flow"),
+    "M4": ("motion student alone", "RGB"),
+    "M5": ("deployed model: RGB + motion student", "RGB"),
+}

@@ -3,7 +3,8 @@
 Each file kind is one frozen dataclass subclass with a ``KIND`` (stored as ``"format"``) and a ``VERSION``
 (stored as ``"version"``); `write` is atomic and `read` checks both, so a file of another kind, of a newer
 version, or with missing fields is a `SchemaError` naming the file rather than a ``KeyError`` far away.
-Unknown extra keys written by a newer minor change are kept in ``extra`` rather than dropped.
+A subclass that declares an ``unknown_fields: dict`` field keeps keys it does not know (written by a newer
+minor change) there instead of refusing them; without it, unknown keys are ignored on reading.
 """
 
 from __future__ import annotations
@@ -31,13 +32,29 @@ class VersionedFile:
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        extra = d.pop("extra", None) or {}
+        extra = d.pop("unknown_fields", None) or {}
         return {**extra, **d, "format": self.KIND, "version": self.VERSION}
 
     @classmethod
     def from_dict(cls: type[F], data: dict[str, Any], origin: str = "<dict>") -> F:
         if not isinstance(data, dict):
             raise SchemaError(f"{origin}: expected a JSON object for {cls.KIND}, got {type(data).__name__}")
+        cls.check_header(data, origin)
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        missing = sorted(required - set(data))
+        if missing:
+            raise SchemaError(f"{origin}: {cls.KIND} lacks field(s) {', '.join(missing)}")
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if "unknown_fields" in names:
+            kwargs["unknown_fields"] = {k: v for k, v in data.items()
+                                        if k not in names and k not in ("format", "version")}
+        return cls(**kwargs)
+
+    @classmethod
+    def check_header(cls, data: dict[str, Any], origin: str) -> int:
+        """Check ``format`` and ``version`` of ``data``; returns the version (1 for files without a header)."""
         kind, version = data.get("format"), data.get("version")
         if kind is None and version is None:
             version = 1  # written before files carried their schema: the first version's layout
@@ -46,16 +63,7 @@ class VersionedFile:
         if not isinstance(version, int) or version > cls.VERSION or version < 1:
             raise SchemaError(f"{origin}: {cls.KIND} version {version!r} is not supported "
                               f"(this modistill reads versions 1..{cls.VERSION})")
-        names = {f.name for f in dataclasses.fields(cls)}
-        required = {f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-        missing = sorted(required - set(data))
-        if missing:
-            raise SchemaError(f"{origin}: {cls.KIND} lacks field(s) {', '.join(missing)}")
-        kwargs = {k: v for k, v in data.items() if k in names}
-        if "extra" in names:
-            kwargs["extra"] = {k: v for k, v in data.items() if k not in names and k not in ("format", "version")}
-        return cls(**kwargs)
+        return version
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write atomically as indented JSON."""

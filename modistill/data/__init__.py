@@ -15,6 +15,8 @@ from .align import (
     crop_aligned,
     fit_alignment,
     fit_or_fallback,
+    median_alignment,
+    pixel_box,
     reconcile_frame_counts,
 )
 from .depth import (
@@ -63,7 +65,7 @@ from .skeleton import (
     select_actors,
     write_skeleton,
 )
-from .video import VideoReadError, read_video_frames, video_frame_count, video_info, write_video
+from .video import VideoReadError, read_video_frames, video_frame_count, write_video
 
 __all__ = [
     # ntu
@@ -95,7 +97,6 @@ __all__ = [
     "VideoReadError",
     "read_video_frames",
     "video_frame_count",
-    "video_info",
     "write_video",
     # depth
     "DepthReadError",
@@ -117,6 +118,8 @@ __all__ = [
     "fit_or_fallback",
     "aligned_crop_geometry",
     "crop_aligned",
+    "median_alignment",
+    "pixel_box",
     "reconcile_frame_counts",
     # sampling
     "SAMPLING_MODES",

@@ -33,13 +33,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modistill.core.errors import ModistillError
+
 __all__ = ["LayoutError", "VideoEntry", "VideoList", "hmdb51_entries", "ucf101_entries"]
 
 SPLITS = (1, 2, 3)
 _UCF_GROUP = re.compile(r"_g(\d+)_c(\d+)$")
 
 
-class LayoutError(ValueError):
+class LayoutError(ModistillError, ValueError):
     """A dataset layout or split file is invalid; the message names the file (and line)."""
 
 

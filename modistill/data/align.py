@@ -15,11 +15,13 @@ ambiguity of the Kinect SDK's convention is below one colour pixel.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
+
+from modistill.core.errors import ModistillError
 
 from .ntu import parse_sample_name
 from .skeleton import Skeleton, select_actors
@@ -35,6 +37,8 @@ __all__ = [
     "fit_or_fallback",
     "aligned_crop_geometry",
     "crop_aligned",
+    "median_alignment",
+    "pixel_box",
     "reconcile_frame_counts",
 ]
 
@@ -42,7 +46,7 @@ NOMINAL_COLOR_SIZE = (1920, 1080)  # (width, height), REF §4
 NOMINAL_DEPTH_SIZE = (512, 424)
 
 
-class AlignmentError(ValueError):
+class AlignmentError(ModistillError, ValueError):
     """No alignment can be fitted (no skeleton, no well-tracked joints) or the frames do not overlap."""
 
 
@@ -135,6 +139,14 @@ def fit_alignment(
     )
 
 
+def median_alignment(rows: Sequence[Sequence[float]], where: str) -> Alignment:
+    """The fallback rule: the per-component median of ``rows`` of ``(scale, tx, ty)`` skeleton fits, as a
+    ``method="fallback"`` alignment whose note names ``where`` the fits come from (shared by `FallbackTable`
+    and `modistill.data.prepare_sample.AlignmentTable`)."""
+    s, tx, ty = (float(v) for v in np.median(np.asarray(rows), axis=0))
+    return Alignment(scale=s, tx=tx, ty=ty, method="fallback", note=f"median of {len(rows)} fits, {where}")
+
+
 class FallbackTable:
     """Alignment for samples without usable skeletons (missing list, 0-body files).
 
@@ -155,13 +167,6 @@ class FallbackTable:
             (float(alignment.scale), float(alignment.tx), float(alignment.ty))
         )
 
-    @classmethod
-    def from_alignments(cls, alignments: Mapping[str, Alignment]) -> FallbackTable:
-        t = cls()
-        for name, a in alignments.items():
-            t.add(name, a)
-        return t
-
     def __len__(self) -> int:
         return sum(len(v) for v in self._by_key.values())
 
@@ -175,10 +180,7 @@ class FallbackTable:
             where = "all setups/cameras"
         if not rows:
             raise AlignmentError(f"{name}: no skeleton-fitted alignments recorded yet, no fallback possible")
-        s, tx, ty = (float(v) for v in np.median(np.asarray(rows), axis=0))
-        return Alignment(
-            scale=s, tx=tx, ty=ty, method="fallback", note=f"median of {len(rows)} fits, {where}"
-        )
+        return median_alignment(rows, where)
 
     def to_dict(self) -> dict:
         return {f"{s},{c}": [list(r) for r in rows] for (s, c), rows in self._by_key.items()}
@@ -206,8 +208,9 @@ def fit_or_fallback(sk: Skeleton | None, name: str, table: FallbackTable) -> Ali
 class AlignedCrop:
     """Geometry of the aligned crop on decoded frames (continuous pixel coordinates, ``u = index + 0.5``).
 
-    ``rgb_box`` (x0, y0, x1, y1) integer pixel bounds in the RGB frame; ``depth_box`` the same region in
-    depth pixels (fractional); ``ax, bx, ay, by``: ``u_rgb = a * u_depth + b`` per axis.
+    ``rgb_box`` (x0, y0, x1, y1) integer pixel bounds in the RGB frame (`pixel_box` of ``intersection``);
+    ``depth_box`` the same region in depth pixels (fractional); ``ax, bx, ay, by``: ``u_rgb = a * u_depth + b``
+    per axis; ``intersection``: the continuous (unrounded, unsquared) RGB/depth intersection in RGB pixels.
     """
 
     rgb_box: tuple[int, int, int, int]
@@ -216,6 +219,32 @@ class AlignedCrop:
     bx: float
     ay: float
     by: float
+    intersection: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+
+
+def pixel_box(
+    box: Sequence[float], hw: tuple[int, int], keep_aspect: bool = False
+) -> tuple[int, int, int, int]:
+    """Whole-pixel crop ``(x0, y0, x1, y1)`` of the continuous box ``box`` (pixel edges, ``x0 <= u < x1``) on
+    an ``hw = (H, W)`` frame: clamped to the frame and rounded inwards (1e-6 tolerance); with ``keep_aspect``
+    the centred square of it (side = the shorter edge; an odd leftover pixel goes to the right/bottom).
+
+    The one crop rounding/squaring rule: the prepared cache's crops (`aligned_crop_geometry`), the flow pass
+    and deployment (fractions of the frame times its size) all go through it. Raises `AlignmentError` (a
+    ``ValueError``) when less than one pixel remains.
+    """
+    H, W = int(hw[0]), int(hw[1])
+    X0, Y0, X1, Y1 = (float(v) for v in box)
+    x0, x1 = max(0, math.ceil(X0 - 1e-6)), min(W, math.floor(X1 + 1e-6))
+    y0, y1 = max(0, math.ceil(Y0 - 1e-6)), min(H, math.floor(Y1 + 1e-6))
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        raise AlignmentError(f"crop box {tuple(box)} is empty on a {W}x{H} frame")
+    if keep_aspect:
+        side = min(x1 - x0, y1 - y0)
+        x0 += (x1 - x0 - side) // 2
+        y0 += (y1 - y0 - side) // 2
+        x1, y1 = x0 + side, y0 + side
+    return (x0, y0, x1, y1)
 
 
 def aligned_crop_geometry(
@@ -236,19 +265,15 @@ def aligned_crop_geometry(
     bx = (W / cw) * (alignment.tx + 0.5 - 0.5 * s)
     ay = (H / ch) * s * (dh / h)
     by = (H / ch) * (alignment.ty + 0.5 - 0.5 * s)
-    X0, X1 = max(0.0, bx), min(float(W), bx + ax * w)
-    Y0, Y1 = max(0.0, by), min(float(H), by + ay * h)
-    x0, x1 = math.ceil(X0 - 1e-6), math.floor(X1 + 1e-6)
-    y0, y1 = math.ceil(Y0 - 1e-6), math.floor(Y1 + 1e-6)
-    if x1 - x0 < 1 or y1 - y0 < 1:
-        raise AlignmentError(f"the depth frame mapped by {alignment} does not overlap the {W}x{H} RGB frame")
-    if keep_aspect:
-        side = min(x1 - x0, y1 - y0)
-        x0 += (x1 - x0 - side) // 2
-        y0 += (y1 - y0 - side) // 2
-        x1, y1 = x0 + side, y0 + side
+    inter = (max(0.0, bx), max(0.0, by), min(float(W), bx + ax * w), min(float(H), by + ay * h))
+    try:
+        x0, y0, x1, y1 = pixel_box(inter, (H, W), keep_aspect)
+    except AlignmentError:
+        raise AlignmentError(
+            f"the depth frame mapped by {alignment} does not overlap the {W}x{H} RGB frame"
+        ) from None
     dbox = ((x0 - bx) / ax, (y0 - by) / ay, (x1 - bx) / ax, (y1 - by) / ay)
-    return AlignedCrop(rgb_box=(x0, y0, x1, y1), depth_box=dbox, ax=ax, bx=bx, ay=ay, by=by)
+    return AlignedCrop((x0, y0, x1, y1), dbox, ax, bx, ay, by, inter)
 
 
 def crop_aligned(

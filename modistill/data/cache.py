@@ -1,27 +1,25 @@
-"""The prepared cache: on-disk layout, atomic writers and readers.
+"""The prepared cache: on-disk layout, its typed files and readers.
 
 Layout of a cache folder (written by `modistill prepare`, read by `CachedClipDataset`)::
 
-    cache_config.json                 CacheConfig: size S, frame budget F, depth encoding, source, version
+    cache_config.json                 `CacheConfig`: size S, frame budget F, depth encoding, source, version
     samples.txt                       every sample name of the source (splits are drawn over this list)
     <modality>/<sample>.npy           uint8 (F, S, S, 3) per modality ("rgb", "depth"); np.load(mmap_mode="r")
-    index.jsonl                       one JSON record per finished sample (unsharded run)
+    index.jsonl                       one `records.IndexRecord` per finished sample (unsharded run)
     index.shard-<i>-of-<n>.jsonl      the same for `--shard i/n`; readers merge every index file
-    failures.jsonl                    one record per sample that failed in the last run: sample, stage, error
+    failures.jsonl                    one `records.FailureRecord` per sample that failed in the last run
     failures.shard-<i>-of-<n>.jsonl   the same per shard
-    fallback_alignment.json           per-(setup, camera) alignments lent to samples without skeletons
+    fallback_alignment.json           `FallbackFile`: per-group alignments lent to samples without skeletons
 
-Crash safety: arrays are written to a temporary file and moved into place with `os.replace` (atomic on
-POSIX), and a sample's index record is appended only after all its arrays are in place, so an index record
-always implies complete arrays. A run killed while appending can leave a torn last line; readers ignore a
-torn *last* line and writers cut it off before appending again. Each index/failures file has one writer (the
-main process of one shard), so shards on several machines sharing a folder never write the same file.
+The two JSON files are `modistill.core.schema.VersionedFile` s (``"format"`` + ``"version"`` keys; files
+written before they carried them read as version 1). The JSON-lines record fields are defined once, in
+`modistill.data.records`.
 
-Index record keys (JSON): ``name`` (str), ``label`` (int, 0-based), ``action``, ``subject``, ``camera``,
-``setup``, ``replication`` (ints for NTU; free ids or null for manifests), ``frames`` (F), ``source_frames``
-(list of F source-frame indices, 0-based), ``source_frame_counts`` ({"rgb", "depth", "skeleton"} -> int or
-null), ``alignment`` ({"scale", "tx", "ty", "n_pairs", "method", "residual_px", "note"}; method "skeleton",
-"fallback" or "registered"), ``warnings`` (list of str), ``shape`` ({modality: [F, S, S, 3]}).
+Crash safety: arrays and JSON files are written with `modistill.core.atomic` (temporary file + ``os.replace``),
+and a sample's index record is appended only after all its arrays are in place, so an index record always
+implies complete arrays. A run killed while appending can leave a torn last line; readers ignore a torn *last*
+line and writers cut it off before appending again. Each index/failures file has one writer (the main process
+of one shard), so shards on several machines sharing a folder never write the same file.
 """
 
 from __future__ import annotations
@@ -29,15 +27,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
-CACHE_VERSION = 1
+from modistill.core.atomic import (
+    write_text_atomic,
+)
+from modistill.core.errors import ModistillError, SchemaError
+from modistill.core.schema import VersionedFile
+
+from .records import FailureRecord, IndexRecord
+
 CONFIG_NAME = "cache_config.json"
 FALLBACK_NAME = "fallback_alignment.json"
 SAMPLES_NAME = "samples.txt"
@@ -49,18 +53,32 @@ DEPTH_ENCODINGS: tuple[str, ...] = ("jet", "raw")
 _SHARD_FILE = re.compile(r"^(index|failures)\.shard-(\d+)-of-(\d+)\.jsonl$")
 
 
-class CacheError(RuntimeError):
+class CacheError(ModistillError, RuntimeError):
     """A cache folder is missing, incomplete, corrupt or incompatible; the message names the file."""
 
 
 @dataclass
-class CacheConfig:
-    """What a cache folder holds; written once as ``cache_config.json``.
+class CacheConfig(VersionedFile):
+    """What a cache folder holds; written once as ``cache_config.json`` (`VersionedFile` ``cache_config``).
 
     ``size`` is the side S of the square crops, ``frames`` the frame budget F (evenly spaced source frames
     kept per sample), ``depth_encoding`` "jet" (jet colour map, paper supplement §2) or "raw" (depth scaled
     linearly to 0..255, 3 equal channels); ``depth_near_mm``/``depth_far_mm`` the range the encoding maps.
+    ``extra`` holds the settings of the passes that wrote the arrays: ``alignment`` and ``keep_aspect``
+    (`modistill prepare`), ``flow`` (`modistill.data.prepare_flow`).
     """
+
+    KIND: ClassVar[str] = "cache_config"
+    VERSION: ClassVar[int] = 1
+    # Fields that change the stored arrays: a resumed or sharded run must agree on all of them.
+    CONTENT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "size",
+        "frames",
+        "depth_encoding",
+        "depth_near_mm",
+        "depth_far_mm",
+        "modalities",
+    )
 
     size: int
     frames: int
@@ -71,7 +89,6 @@ class CacheConfig:
     source: str = ""
     num_classes: int | None = None
     class_names: list[str] | None = None
-    version: int = CACHE_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -82,32 +99,16 @@ class CacheConfig:
             raise ValueError(f"cache frame budget must be >= 1, got {self.frames}")
         if self.depth_encoding not in DEPTH_ENCODINGS:
             raise ValueError(f"depth encoding must be one of {DEPTH_ENCODINGS}, got {self.depth_encoding!r}")
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"cache config 'extra' must be a mapping, got {self.extra!r}")
         unknown = set(self.modalities) - set(KNOWN_MODALITIES)
         if unknown or not self.modalities:
             raise ValueError(
                 f"modalities must be a non-empty subset of {KNOWN_MODALITIES}, got {self.modalities}"
             )
 
-    # Fields that change the stored arrays: a resumed or sharded run must agree on all of them.
-    CONTENT_FIELDS = (
-        "size",
-        "frames",
-        "depth_encoding",
-        "depth_near_mm",
-        "depth_far_mm",
-        "modalities",
-        "version",
-    )
-
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["modalities"] = list(self.modalities)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CacheConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return {**super().to_dict(), "modalities": list(self.modalities)}
 
     def mismatches(self, other: CacheConfig) -> list[str]:
         """Human-readable differences in the content-defining fields."""
@@ -125,6 +126,26 @@ class CacheConfig:
             if a != b:
                 out.append(f"{key}: {a!r} (cache) vs {b!r} (requested)")
         return out
+
+
+@dataclass
+class FallbackFile(VersionedFile):
+    """``fallback_alignment.json``: the fallback alignment table of `modistill prepare` (derived data).
+
+    ``groups``: group key ``"<setup>|<view>"`` -> ``[[scale, tx, ty], ...]``, the skeleton fits of the group;
+    ``stamp``: ``{"candidates": samples with a skeleton file, "per_group": --fallback-samples}`` of the source
+    it was fitted on (a table whose stamp differs from the run's is rebuilt).
+    """
+
+    KIND: ClassVar[str] = "fallback_alignment"
+    VERSION: ClassVar[int] = 1
+
+    groups: dict[str, list[list[float]]]
+    stamp: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.groups, dict) or not isinstance(self.stamp, dict):
+            raise SchemaError(f"{self.KIND}: 'groups' and 'stamp' must be JSON objects")
 
 
 # --------------------------------------------------------------------------------------------------- paths
@@ -191,82 +212,7 @@ def index_files(root: str | os.PathLike) -> list[Path]:
     return _part_files(Path(root), "index")
 
 
-# --------------------------------------------------------------------------------------------- atomic I/O
-
-
-def _tmp_name(path: Path) -> Path:
-    # Host + pid make the temporary name unique across shards writing into one shared folder.
-    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-
-
-def remove_stale_temps(root: str | os.PathLike, subdirs: Iterable[str] = ()) -> int:
-    """Delete temporary files left in ``root`` and ``root/<subdir>`` by killed writers on this host.
-
-    Only files named by `_tmp_name` for this host whose process is gone are removed, so writers running
-    concurrently (other shards on this machine or elsewhere) keep theirs. Returns the number removed.
-    """
-    host = socket.gethostname()
-    n = 0
-    for d in [Path(root), *(Path(root) / s for s in subdirs)]:
-        if not d.is_dir():
-            continue
-        for p in d.glob(f".*.{host}.*.tmp"):
-            try:
-                pid = int(p.name.rsplit(".", 2)[-2])
-            except ValueError:
-                continue
-            if pid != os.getpid() and _pid_alive(pid):
-                continue
-            p.unlink(missing_ok=True)
-            n += 1
-    return n
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def save_array_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write ``array`` as ``.npy`` at ``path`` via a temporary file + ``os.replace`` (no partial file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` via a temporary file + ``os.replace`` (readers see the old or the new file, whole)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON atomically (`write_text_atomic`)."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+# ------------------------------------------------------------------------------------------ JSON lines
 
 
 class JsonlAppender:
@@ -284,7 +230,7 @@ class JsonlAppender:
             _repair_tail(self.path)
         self._f = open(self.path, "a", encoding="utf-8")
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: IndexRecord | FailureRecord | dict[str, Any]) -> None:
         # One write of one whole line, flushed and synced: a crash loses at most this line.
         self._f.write(json.dumps(record, sort_keys=True) + "\n")
         self._f.flush()
@@ -339,17 +285,14 @@ def load_config(root: str | os.PathLike) -> CacheConfig:
     if not path.is_file():
         raise CacheError(f"{path}: not found; is {root} a cache folder written by `modistill prepare`?")
     try:
-        cfg = CacheConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        return CacheConfig.read(path)
+    except SchemaError as exc:  # unreadable JSON, another kind of file, an unknown version, missing fields
+        raise CacheError(f"invalid cache config: {exc}") from exc
+    except (TypeError, ValueError) as exc:  # a field of the wrong type or value (CacheConfig checks)
         raise CacheError(f"{path}: invalid cache config ({exc})") from exc
-    if cfg.version > CACHE_VERSION:
-        raise CacheError(
-            f"{path}: cache version {cfg.version} is newer than this modistill ({CACHE_VERSION})"
-        )
-    return cfg
 
 
-def read_index(root: str | os.PathLike) -> list[dict[str, Any]]:
+def read_index(root: str | os.PathLike) -> list[IndexRecord]:
     """All index records of a cache, merged over shard parts, one per sample name, sorted by name.
 
     A sample listed twice (e.g. re-prepared after its files were deleted) keeps the record read last.
@@ -366,14 +309,14 @@ def read_index(root: str | os.PathLike) -> list[dict[str, Any]]:
             if "name" not in rec:
                 raise CacheError(f"{path}: index record without a 'name': {rec}")
             merged[rec["name"]] = rec
-    return [merged[k] for k in sorted(merged)]
+    return [cast(IndexRecord, merged[k]) for k in sorted(merged)]
 
 
-def read_failures(root: str | os.PathLike) -> list[dict[str, Any]]:
+def read_failures(root: str | os.PathLike) -> list[FailureRecord]:
     """Failure records (sample, stage, error) of the last run of every shard."""
-    out: list[dict[str, Any]] = []
+    out: list[FailureRecord] = []
     for path in _part_files(Path(root), "failures"):
-        out.extend(read_jsonl(path))
+        out.extend(cast(list[FailureRecord], read_jsonl(path)))
     return out
 
 
@@ -409,9 +352,8 @@ def load_array(
     """
     path = array_path(root, modality, name)
     if not path.is_file():
-        raise CacheError(
-            f"{path}: cached {modality} array of sample {name} is missing (re-run `modistill prepare`)"
-        )
+        again = "modistill prepare --flow" if modality.startswith("flow") else "modistill prepare"
+        raise CacheError(f"{path}: cached {modality} array of sample {name} is missing (re-run `{again}`)")
     try:
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError) as exc:

@@ -8,10 +8,10 @@ An item is ``{"rgb": (T, 3, S, S) float32, "depth": (T, 3, S, S) float32, "label
   mix, REF §4), ``"even"`` otherwise; the SAME indices for every modality of a sample (REF §4).
 - Flip: training only, one horizontal flip with p = 0.5 shared by all modalities (`sampling.maybe_flip`,
   REF §4); flow modalities are flipped by `flow.flip_flow`, which negates every x channel of stacked flow.
-- Normalisation: plain ``(x / 255 - mean) / std`` with the ImageNet mean/std (torchvision's values) for RGB
-  and for the encoded depth too, since the depth stream is ImageNet-initialised (REF §4). No clipping: REF §4
-  notes that a clipped mean subtraction once kept an RGB stream from learning. Flow (uint8, bound 20 px)
-  becomes ``(q - 127.5) / 127.5`` in [-1, 1] (`flow.flow_to_tensor`).
+- Normalisation: `normalize.normalize_frames`, plain ``(x / 255 - mean) / std`` with the ImageNet mean/std
+  (torchvision's values) for RGB and for the encoded depth too, since the depth stream is ImageNet-initialised
+  (REF §4). No clipping: REF §4 notes that a clipped mean subtraction once kept an RGB stream from learning.
+  Flow (uint8, bound 20 px) becomes ``(q - 127.5) / 127.5`` in [-1, 1] (`flow.flow_to_tensor`).
 - Determinism: the randomness of item ``i`` comes from ``np.random.default_rng([seed, epoch, i])``, so it
   does not depend on DataLoader workers or on the order items are read; call ``set_epoch(e)`` before each
   epoch (a resumed run then sees exactly the samples/augmentations of an uninterrupted one). With
@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import cache as C
+from . import normalize as N
 from .normalize import IMAGENET_MEAN, IMAGENET_STD  # torchvision's values, shared with predict/export
 from .ntu import PROTOCOLS, split_with_validation
 from .sampling import flip_arrays, maybe_flip, sample_indices
@@ -47,14 +48,13 @@ from .sampling import flip_arrays, maybe_flip, sample_indices
 SPLITS = ("train", "val", "test")
 
 
-def _norm_stats(modality: str, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _norm_stats(modality: str, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of a modality's normalisation: ImageNet for 3-channel images, 0.5 for flow."""
     if modality.startswith("flow"):
-        mean, std = [0.5] * channels, [0.5] * channels
-    elif channels == 3:
-        mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
-    else:
-        raise ValueError(f"modality {modality!r}: no normalisation defined for {channels} channels")
-    return torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+        return (0.5,) * channels, (0.5,) * channels
+    if channels == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    raise ValueError(f"modality {modality!r}: no normalisation defined for {channels} channels")
 
 
 def clip_indices(num_frames: int, k: int, clip: int, clips: int) -> np.ndarray:
@@ -160,7 +160,6 @@ class CachedClipDataset(Dataset):
         labels = [int(r["label"]) for r in self.records]
         self.num_classes = int(self.config.num_classes or (max(labels) + 1))
         self.labels = [lab for lab in labels for _ in range(self.clips_per_video)]
-        self._stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _wanted(
         self, by_name: dict[str, dict], split: str | None, protocol: str, samples: Sequence[str] | None
@@ -230,11 +229,7 @@ class CachedClipDataset(Dataset):
 
                 item[m] = flow_to_tensor(a)  # (T, 2L, S, S) in [-1, 1] = (q - 127.5) / 127.5
                 continue
-            x = torch.from_numpy(a).permute(0, 3, 1, 2).float().div_(255.0)  # (T, C, S, S)
-            if m not in self._stats:
-                self._stats[m] = _norm_stats(m, x.shape[1])
-            mean, std = self._stats[m]
-            item[m] = (x - mean) / std
+            item[m] = N.normalize_frames(a, *_norm_stats(m, a.shape[-1]))  # (T, C, S, S) float32
         item["label"] = torch.tensor(int(rec["label"]), dtype=torch.int64)
         item["sample"] = rec["name"]
         item["index"] = int(index)
@@ -242,10 +237,9 @@ class CachedClipDataset(Dataset):
 
 
 def denormalize(x: torch.Tensor, modality: str = "rgb") -> torch.Tensor:
-    """Invert the normalisation: ``(..., C, H, W)`` float -> values in [0, 1] (for display and tests)."""
-    mean, std = _norm_stats(modality, x.shape[-3])
-    shape = (1,) * (x.dim() - 3) + (-1, 1, 1)
-    return x * std.view(shape) + mean.view(shape)
+    """Invert the normalisation of ``modality``: ``(..., C, H, W)`` float -> values in [0, 1] (for display
+    and tests; `normalize.denormalize` with the modality's statistics)."""
+    return N.denormalize(x, *_norm_stats(modality, x.shape[-3]))
 
 
 __all__ = ["CachedClipDataset", "IMAGENET_MEAN", "IMAGENET_STD", "clip_indices", "denormalize"]

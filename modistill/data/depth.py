@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from modistill.core.errors import ModistillError
+
 __all__ = [
     "DEPTH_PATTERN",
     "DepthReadError",
@@ -35,7 +37,7 @@ KINECT_NEAR_MM = 500
 KINECT_FAR_MM = 4500
 
 
-class DepthReadError(ValueError):
+class DepthReadError(ModistillError, ValueError):
     """A depth frame is missing, unreadable or not 16-bit single channel; names the file."""
 
 

@@ -31,7 +31,9 @@ import cv2
 import numpy as np
 import torch
 
-from .cache import CacheError, array_path, save_array_atomic
+from modistill.core.atomic import save_array_atomic
+
+from .cache import CacheError, array_path, load_array
 from .video import VideoReadError
 
 FLOW_BOUND = 20.0  # px; MARS / mmaction2 / I3D clip value (REF §6)
@@ -254,6 +256,39 @@ def _iter_video(path: Path):
             raise VideoReadError(f"{path}: decoding failed after {n} frames ({exc})") from exc
 
 
+def _gray_from_video(
+    path: Path, idx: np.ndarray, stack: int, prep: Callable[[np.ndarray], np.ndarray]
+) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """Decode ``path`` up to the last frame the steps ``idx`` need: ({frame: prep(frame)}, pair starts)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: video not found")
+    if idx.size and idx.min() < 0:
+        raise ValueError(f"{path}: negative frame index in {idx.tolist()}")
+    # Unclamped window: every frame any step could need, decoded once; stop after the last one.
+    needed_all = np.unique((idx[:, None] + np.arange(stack + 1)[None, :]).ravel())
+    last_needed = int(needed_all.max()) if needed_all.size else -1
+    wanted = set(needed_all.tolist())
+    gray: dict[int, np.ndarray] = {}
+    tail: list[tuple[int, np.ndarray]] = []  # last two decoded frames, for the end clamp
+    n = 0
+    with closing(_iter_video(path)) as decoded:  # closes the container when we stop early
+        for k, frame in enumerate(decoded):
+            n = k + 1
+            if k in wanted:
+                gray[k] = prep(frame)
+            else:
+                tail = (tail + [(k, frame)])[-2:]
+            if k >= last_needed:
+                break
+    for k, frame in tail:  # pair (n-2, n-1) may be needed after clamping
+        if k >= n - 2 and k not in gray:
+            gray[k] = prep(frame)
+    try:
+        return gray, flow_pair_starts(idx, n, stack)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
 def prepare_flow_sample(
     frames_or_video: np.ndarray | str | os.PathLike,
     indices: Sequence[int] | np.ndarray,
@@ -299,33 +334,7 @@ def prepare_flow_sample(
         for j in np.unique(np.concatenate([starts.ravel(), starts.ravel() + 1])):
             gray[int(j)] = _prep(frames[j])
     else:
-        path = Path(frames_or_video)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: video not found")
-        if idx.size and idx.min() < 0:
-            raise ValueError(f"{path}: negative frame index in {idx.tolist()}")
-        # Unclamped window: every frame any step could need, decoded once; stop after the last one.
-        needed_all = np.unique((idx[:, None] + np.arange(stack + 1)[None, :]).ravel())
-        last_needed = int(needed_all.max()) if needed_all.size else -1
-        wanted = set(needed_all.tolist())
-        tail: list[tuple[int, np.ndarray]] = []  # last two decoded frames, for the end clamp
-        n = 0
-        with closing(_iter_video(path)) as decoded:  # closes the container when we stop early
-            for k, frame in enumerate(decoded):
-                n = k + 1
-                if k in wanted:
-                    gray[k] = _prep(frame)
-                else:
-                    tail = (tail + [(k, frame)])[-2:]
-                if k >= last_needed:
-                    break
-        for k, frame in tail:  # pair (n-2, n-1) may be needed after clamping
-            if k >= n - 2 and k not in gray:
-                gray[k] = _prep(frame)
-        try:
-            starts = flow_pair_starts(idx, n, stack)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+        gray, starts = _gray_from_video(Path(frames_or_video), idx, stack, _prep)
     fn = _estimator(method, params)
     pair_flow: dict[int, np.ndarray] = {}
     out = np.empty((len(idx), size, size, 2 * stack), dtype=np.uint8)
@@ -379,15 +388,8 @@ def write_flow(
 def read_flow(
     cache_root: str | os.PathLike, sample: str, modality: str = "flow", mmap: bool = False
 ) -> np.ndarray:
-    """Load one sample's uint8 ``(F, S, S, 2L)`` flow; `CacheError` naming the file if missing or invalid."""
-    path = flow_cache_path(cache_root, sample, modality)
-    if not path.is_file():
-        raise CacheError(
-            f"{path}: cached flow of sample {sample} is missing (re-run `modistill prepare --flow`)"
-        )
-    try:
-        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise CacheError(f"{path}: unreadable cached flow ({exc})") from exc
-    _check_flow_array(arr, str(path))
+    """Load one sample's uint8 ``(F, S, S, 2L)`` flow (`cache.load_array` + the flow shape check); `CacheError`
+    naming the file if missing or invalid."""
+    arr = load_array(cache_root, modality, sample, mmap=mmap)
+    _check_flow_array(arr, str(flow_cache_path(cache_root, sample, modality)))
     return arr

@@ -16,6 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from modistill.core.atomic import write_bytes_atomic
+from modistill.core.errors import ModistillError
+
 from .ntu import parse_sample_name, read_missing_list
 
 __all__ = [
@@ -31,7 +34,7 @@ MANIFEST_FIELDS: tuple[str, ...] = ("sample", "rgb", "depth", "skeleton", "label
 _REQUIRED = ("sample", "rgb", "label", "subject", "view")
 
 
-class ManifestError(ValueError):
+class ManifestError(ModistillError, ValueError):
     """A manifest is malformed; the message names the file and line."""
 
 
@@ -192,18 +195,15 @@ def write_manifest(path: str | Path, entries: Iterable[ManifestEntry], *, relati
                 "setup": "" if e.setup is None else e.setup,
             }
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        if fmt == "csv":
-            w = csv.DictWriter(fh, fieldnames=list(MANIFEST_FIELDS), lineterminator="\n")
-            w.writeheader()
-            w.writerows(recs)
-        else:
-            for r in recs:
-                r = {k: v for k, v in r.items() if v != ""}
-                fh.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
+    fh = io.StringIO(newline="")
+    if fmt == "csv":
+        w = csv.DictWriter(fh, fieldnames=list(MANIFEST_FIELDS), lineterminator="\n")
+        w.writeheader()
+        w.writerows(recs)
+    else:
+        for r in recs:
+            fh.write(json.dumps({k: v for k, v in r.items() if v != ""}) + "\n")
+    write_bytes_atomic(path, fh.getvalue().encode("utf-8"))
 
 
 def ntu_manifest(

@@ -14,18 +14,19 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from modistill.core.atomic import remove_stale_temps
+from modistill.core.errors import SchemaError
 
 from . import cache as C
 from .manifest import ManifestEntry, ManifestError, ntu_manifest, read_manifest
 from .ntu import parse_sample_name, read_missing_list
+from .pool import run_tasks
 from .prepare_sample import (
     ALIGNMENTS,
     EXIT_FAILURES,
@@ -38,6 +39,7 @@ from .prepare_sample import (
     group_key,
     prepare_sample,
 )
+from .records import FailureRecord
 
 __all__ = [
     "ALIGNMENTS",
@@ -68,7 +70,7 @@ class PrepareResult:
     skipped: list[str] = field(default_factory=list)  # already complete from an earlier run
     done: list[str] = field(default_factory=list)  # prepared by this run
     fallback: list[str] = field(default_factory=list)  # prepared with the fallback alignment
-    failures: list[dict[str, str]] = field(default_factory=list)  # {"sample", "stage", "error"}
+    failures: list[FailureRecord] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -96,75 +98,18 @@ def build_alignment_table(
             members = [members[i] for i in pick]
         chosen.extend(members)
     table = AlignmentTable()
-    results = sorted(
-        r for r in _run(_fit_worker, chosen, workers, progress, "fallback table") if r[1] is not None
+    fits = run_tasks(
+        _fit_worker, chosen, workers, progress, "fallback table", lambda e, _: (group_key(e), None)
     )
+    results = sorted(r for r in fits if r[1] is not None)
     for key, row in results:
         table.rows.setdefault(key, []).append(row)  # type: ignore[arg-type]
     return table
 
 
-def _init_worker() -> None:
-    # Each worker is one process: keep OpenCV/FFmpeg single-threaded so N workers use N cores, not N^2.
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
-def _run(
-    fn: Callable,
-    tasks: Sequence,
-    workers: int,
-    progress: bool,
-    desc: str,
-    on_broken: Callable[[Any, BaseException], Any] | None = None,
-) -> Iterator:
-    """Yield ``fn(task)`` for every task (any order); in-process when ``workers <= 1``.
-
-    A task whose worker process died yields ``on_broken(task, exc)`` (default: this module's workers' own
-    failure records), so the rest of the job goes on. Shared by ``prepare`` and ``prepare_flow``.
-    """
-    on_broken = on_broken or (lambda task, exc: _broken(fn, task, exc))
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(tasks), desc=desc, unit="sample", disable=not progress, file=sys.stderr)
-    try:
-        if workers <= 1 or len(tasks) <= 1:
-            for t in tasks:
-                yield fn(t)
-                bar.update(1)
-            return
-        import multiprocessing as mp
-
-        ex = ProcessPoolExecutor(workers, mp_context=_mp_context(mp), initializer=_init_worker)
-        try:
-            futures = {ex.submit(fn, t): t for t in tasks}
-            for fut in as_completed(futures):
-                try:
-                    res = fut.result()
-                except BrokenProcessPool as exc:
-                    res = on_broken(futures[fut], exc)
-                yield res
-                bar.update(1)
-        finally:
-            # On Ctrl-C (or an error in the consumer) drop the queued samples instead of finishing them all.
-            ex.shutdown(wait=True, cancel_futures=True)
-    finally:
-        bar.close()
-
-
-def _mp_context(mp):  # noqa: ANN001, ANN202
-    # spawn, not fork: a child forked after the parent used OpenCV's or FFmpeg's thread pools (an in-process
-    # run, a fallback pass, a library caller) can deadlock in them; measured here as a hang. Start-up costs
-    # the import of modistill.data per worker (well under a second), paid once per pool.
-    return mp.get_context("spawn")
-
-
-def _broken(fn: Callable, task: Any, exc: BaseException) -> Any:
-    if fn is _sample_worker:
-        name = task[0].sample
-        return ("fail", {"sample": name, "stage": "worker", "error": f"worker process died ({exc})"})
-    return group_key(task), None
+def _sample_died(task: tuple, exc: BaseException) -> tuple[str, FailureRecord]:
+    error = f"worker process died ({exc})"
+    return ("fail", FailureRecord(sample=task[0].sample, stage="worker", error=error))
 
 
 # ------------------------------------------------------------------------------------------------ sources
@@ -273,7 +218,7 @@ def _open_config(out: Path, cfg: C.CacheConfig) -> None:
             )
         return
     out.mkdir(parents=True, exist_ok=True)
-    C.write_json_atomic(path, cfg.to_dict())
+    cfg.write(path)
 
 
 def _load_table(out: Path, entries: Sequence[ManifestEntry], workers: int, per_group: int, progress: bool):
@@ -281,14 +226,51 @@ def _load_table(out: Path, entries: Sequence[ManifestEntry], workers: int, per_g
     stamp = {"candidates": sum(e.skeleton is not None for e in entries), "per_group": per_group}
     if path.is_file():
         try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            if saved.get("stamp") == stamp:
-                return AlignmentTable(saved["groups"])
-        except (ValueError, KeyError, TypeError):
+            saved = C.FallbackFile.read(path)
+            if saved.stamp == stamp:
+                return AlignmentTable(saved.groups)
+        except SchemaError:
             pass  # unreadable or stale: rebuild (it is derived data)
     table = build_alignment_table(entries, workers, per_group, progress)
-    C.write_json_atomic(path, {"stamp": stamp, "groups": table.rows})
+    C.FallbackFile(groups=table.rows, stamp=stamp).write(path)
     return table
+
+
+def _open_job(
+    out: Path,
+    src: str | os.PathLike | None,
+    manifest: str | os.PathLike | None,
+    opts: PrepareOptions,
+    missing_list: str | os.PathLike | None,
+) -> tuple[list[ManifestEntry], frozenset[str]]:
+    """Check the arguments, list the source, create or check ``cache_config.json``, clean up after a killed
+    run and write ``samples.txt``: (entries of the whole source, missing-skeleton names)."""
+    if opts.alignment not in ALIGNMENTS:
+        raise PrepareError(f"alignment must be one of {ALIGNMENTS}, got {opts.alignment!r}")
+    if (src is None) == (manifest is None):
+        raise PrepareError("give exactly one of an NTU-layout source folder or a manifest file")
+    if manifest is not None:
+        entries, missing, ntu = manifest_entries(manifest), frozenset(), False
+        source = str(Path(manifest).resolve())
+    else:
+        entries, missing = ntu_entries(src, missing_list)  # type: ignore[arg-type]
+        ntu, source = True, str(Path(src).resolve())  # type: ignore[arg-type]
+    if not entries:
+        raise PrepareError(f"{source}: no samples found")
+    num_classes, class_names = _classes(entries, ntu, Path(source) if ntu else None)
+    if class_names is not None and any(int(e.label) >= len(class_names) for e in entries):
+        raise PrepareError(
+            f"{source}: a sample's label is outside the {len(class_names)} classes of classes.json"
+        )
+    try:
+        cfg = opts.cache_config(source, num_classes)
+    except ValueError as exc:
+        raise PrepareError(str(exc)) from exc
+    cfg.class_names = class_names
+    _open_config(out, cfg)
+    remove_stale_temps(out, opts.modalities)  # left by a killed run on this host
+    C.write_sample_list(out, [e.sample for e in entries])
+    return entries, missing
 
 
 def prepare_cache(
@@ -314,32 +296,8 @@ def prepare_cache(
     """
     t0 = time.perf_counter()
     opts = options or PrepareOptions()
-    if opts.alignment not in ALIGNMENTS:
-        raise PrepareError(f"alignment must be one of {ALIGNMENTS}, got {opts.alignment!r}")
-    if (src is None) == (manifest is None):
-        raise PrepareError("give exactly one of an NTU-layout source folder or a manifest file")
     out = Path(out)
-    if manifest is not None:
-        entries, missing, ntu = manifest_entries(manifest), frozenset(), False
-        source = str(Path(manifest).resolve())
-    else:
-        entries, missing = ntu_entries(src, missing_list)  # type: ignore[arg-type]
-        ntu, source = True, str(Path(src).resolve())  # type: ignore[arg-type]
-    if not entries:
-        raise PrepareError(f"{source}: no samples found")
-    num_classes, class_names = _classes(entries, ntu, Path(source) if ntu else None)
-    if class_names is not None and any(int(e.label) >= len(class_names) for e in entries):
-        raise PrepareError(
-            f"{source}: a sample's label is outside the {len(class_names)} classes of classes.json"
-        )
-    try:
-        cfg = opts.cache_config(source, num_classes)
-    except ValueError as exc:
-        raise PrepareError(str(exc)) from exc
-    cfg.class_names = class_names
-    _open_config(out, cfg)
-    C.remove_stale_temps(out, opts.modalities)  # left by a killed run on this host
-    C.write_sample_list(out, [e.sample for e in entries])
+    entries, missing = _open_job(out, src, manifest, opts, missing_list)
 
     by_name = {e.sample: e for e in entries}
     mine = C.select_shard(list(by_name), shard)
@@ -373,10 +331,11 @@ def prepare_cache(
             return deferred
 
         tasks = [(e, str(out), opts, missing, None) for e in todo]
-        deferred = consume(_run(_sample_worker, tasks, workers, progress, "prepare"))
+        deferred = consume(run_tasks(_sample_worker, tasks, workers, progress, "prepare", _sample_died))
         if deferred:
             table = _load_table(out, entries, workers, fallback_per_group, progress)
             tasks = [(by_name[n], str(out), opts, missing, table) for n, _ in sorted(deferred)]
-            consume(_run(_sample_worker, tasks, workers, progress, "prepare (fallback alignment)"))
+            desc = "prepare (fallback alignment)"
+            consume(run_tasks(_sample_worker, tasks, workers, progress, desc, _sample_died))
     res.seconds = time.perf_counter() - t0
     return res

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -39,7 +39,9 @@ from . import cache as C
 from .align import Alignment, AlignmentError, aligned_crop_geometry
 from .flow import FLOW_BOUND, FLOW_METHODS, flow_cache_path, prepare_flow_sample, write_flow
 from .manifest import ManifestError, read_manifest
+from .pool import run_tasks
 from .prepare_sample import EXIT_FAILURES, PrepareError
+from .records import FailureRecord
 from .video import VideoReadError
 
 __all__ = [
@@ -100,7 +102,7 @@ class FlowResult:
     total: int = 0
     skipped: list[str] = field(default_factory=list)  # flow file already present
     done: list[str] = field(default_factory=list)
-    failures: list[dict[str, str]] = field(default_factory=list)  # {"sample", "stage", "error"}
+    failures: list[FailureRecord] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -161,12 +163,12 @@ def flow_failures_path(root: str | os.PathLike, shard: tuple[int, int] | None = 
     return Path(root) / f"flow_failures{C.shard_suffix(shard)}.jsonl"
 
 
-def read_flow_failures(root: str | os.PathLike) -> list[dict[str, Any]]:
+def read_flow_failures(root: str | os.PathLike) -> list[FailureRecord]:
     """Failure records of the last flow run of every shard."""
     root = Path(root)
-    out: list[dict[str, Any]] = []
+    out: list[FailureRecord] = []
     for p in sorted(root.glob("flow_failures*.jsonl")):
-        out.extend(C.read_jsonl(p))
+        out.extend(cast(list[FailureRecord], C.read_jsonl(p)))
     return out
 
 
@@ -232,7 +234,7 @@ def _open_flow_config(root: Path, opts: FlowOptions) -> C.CacheConfig:
     cfg.extra = {**cfg.extra, FLOW_KEY: want}
     if FLOW_KEY not in cfg.modalities:
         cfg.modalities = (*cfg.modalities, FLOW_KEY)
-    C.write_json_atomic(root / C.CONFIG_NAME, cfg.to_dict())
+    cfg.write(root / C.CONFIG_NAME)
     return cfg
 
 
@@ -240,7 +242,7 @@ def _open_flow_config(root: Path, opts: FlowOptions) -> C.CacheConfig:
 
 
 def _flow_worker(task: tuple[str, str, list[int], CropSpec, int, FlowOptions, str]) -> tuple[str, Any]:
-    """Never raises: ("ok", name) | ("fail", {"sample", "stage", "error"})."""
+    """Never raises: ("ok", name) | ("fail", FailureRecord)."""
     name, video, indices, spec, size, opts, out = task
     stage = "rgb"
     try:
@@ -263,22 +265,14 @@ def _flow_worker(task: tuple[str, str, list[int], CropSpec, int, FlowOptions, st
         stage = "write"
         write_flow(out, name, arr)
     except (FileNotFoundError, VideoReadError, AlignmentError, ValueError, OSError, C.CacheError) as exc:
-        return ("fail", {"sample": name, "stage": stage, "error": str(exc)})
+        return ("fail", FailureRecord(sample=name, stage=stage, error=str(exc)))
     except Exception as exc:  # noqa: BLE001 - one bad sample must not stop the job; the error is recorded
-        return ("fail", {"sample": name, "stage": "unexpected", "error": f"{type(exc).__name__}: {exc}"})
+        return ("fail", FailureRecord(sample=name, stage="unexpected", error=f"{type(exc).__name__}: {exc}"))
     return ("ok", name)
 
 
 def _worker_died(task: tuple, exc: BaseException) -> tuple[str, Any]:
-    return ("fail", {"sample": task[0], "stage": "worker", "error": f"worker process died ({exc})"})
-
-
-def _run(tasks: Sequence[tuple], workers: int, progress: bool) -> Iterator[tuple[str, Any]]:
-    """``_flow_worker(task)`` for every task, in any order; in-process when ``workers <= 1`` (the same spawned,
-    single-threaded-OpenCV worker pool as `modistill prepare`)."""
-    from .prepare import _run as run_pool
-
-    return run_pool(_flow_worker, tasks, workers, progress, "flow", on_broken=_worker_died)
+    return ("fail", FailureRecord(sample=task[0], stage="worker", error=f"worker process died ({exc})"))
 
 
 def prepare_flow(
@@ -318,14 +312,14 @@ def prepare_flow(
     tasks = []
     with C.JsonlAppender(flow_failures_path(root, shard), truncate=True) as fails:
 
-        def fail(record: dict[str, str]) -> None:
+        def fail(record: FailureRecord) -> None:
             fails.append(record)
             res.failures.append(record)
 
         for n in todo:
             rec = by_name[n]
             if isinstance(videos[n], str):  # not in the manifest
-                fail({"sample": n, "stage": "rgb", "error": str(videos[n])})
+                fail(FailureRecord(sample=n, stage="rgb", error=str(videos[n])))
                 continue
             try:
                 spec = crop_spec(rec, cfg)
@@ -333,10 +327,12 @@ def prepare_flow(
                 if len(indices) != int(rec["frames"]):
                     raise ValueError(f"{len(indices)} source frames for a budget of F={rec['frames']}")
             except (KeyError, TypeError, ValueError) as exc:
-                fail({"sample": n, "stage": "index", "error": f"{root}: index record of {n}: {exc!r}"})
+                error = f"{root}: index record of {n}: {exc!r}"
+                fail(FailureRecord(sample=n, stage="index", error=error))
                 continue
             tasks.append((n, str(videos[n]), indices, spec, int(cfg.size), opts, str(root)))
-        for kind, payload in _run(tasks, workers, progress):
+        # The same spawned, single-threaded-OpenCV worker pool as `modistill prepare`.
+        for kind, payload in run_tasks(_flow_worker, tasks, workers, progress, "flow", _worker_died):
             if kind == "ok":
                 res.done.append(payload)
             else:

@@ -25,8 +25,18 @@ from typing import Any
 
 import numpy as np
 
+from modistill.core.atomic import save_array_atomic
+from modistill.core.errors import ModistillError
+
 from . import cache as C
-from .align import Alignment, AlignmentError, crop_aligned, fit_alignment, reconcile_frame_counts
+from .align import (
+    Alignment,
+    AlignmentError,
+    crop_aligned,
+    fit_alignment,
+    median_alignment,
+    reconcile_frame_counts,
+)
 from .depth import (
     KINECT_FAR_MM,
     KINECT_NEAR_MM,
@@ -37,6 +47,7 @@ from .depth import (
 )
 from .manifest import ManifestEntry
 from .ntu import parse_sample_name
+from .records import AlignmentRecord, FailureRecord, IndexRecord
 from .sampling import sample_indices
 from .skeleton import Skeleton, SkeletonFormatError, read_skeleton
 from .video import VideoReadError, read_video_frames, video_frame_count
@@ -45,12 +56,16 @@ EXIT_FAILURES = 3
 ALIGNMENTS = ("skeleton", "registered")
 
 
-class PrepareError(RuntimeError):
+class PrepareError(ModistillError, RuntimeError):
     """The job cannot start (bad source, incompatible existing cache); the message says what to change."""
 
 
-class SampleFailure(Exception):
-    """One sample cannot be prepared; ``stage`` is where it failed, the message names the file."""
+class SampleFailure(ModistillError):
+    """One sample cannot be prepared; ``stage`` is where it failed, the message names the file.
+
+    Raised by `prepare_sample` (public) and turned into a `FailureRecord` by the job; a `ModistillError`
+    because it describes a problem with the data, never a bug.
+    """
 
     def __init__(self, stage: str, message: str) -> None:
         super().__init__(message)
@@ -124,10 +139,7 @@ class AlignmentTable:
                 f"{entry.sample}: {reason}, and no sample of the source has a usable skeleton to borrow an "
                 "alignment from (use --alignment registered for pre-registered RGB-D)",
             )
-        s, tx, ty = (float(v) for v in np.median(np.asarray(rows), axis=0))
-        return Alignment(
-            scale=s, tx=tx, ty=ty, method="fallback", note=f"median of {len(rows)} fits, {where}"
-        )
+        return median_alignment(rows, where)
 
 
 def _fit_worker(entry: ManifestEntry) -> tuple[str, list[float] | None]:
@@ -140,24 +152,6 @@ def _fit_worker(entry: ManifestEntry) -> tuple[str, list[float] | None]:
 
 
 # ------------------------------------------------------------------------------------------- one sample
-
-
-def _record_base(entry: ManifestEntry) -> dict[str, Any]:
-    try:
-        n = parse_sample_name(entry.sample)
-        action, replication = n.action, n.replication
-    except ValueError:
-        action, replication = None, None
-    return {
-        "name": entry.sample,
-        "label": int(entry.label),
-        "action": action,
-        "subject": entry.subject,
-        "camera": entry.view,
-        "setup": entry.setup,
-        "replication": replication,
-        "split": None,
-    }
 
 
 def _alignment_of(
@@ -216,7 +210,7 @@ def prepare_sample(
     opts: PrepareOptions,
     missing: frozenset[str] = frozenset(),
     fallback: AlignmentTable | None = None,
-) -> dict[str, Any] | str:
+) -> IndexRecord | str:
     """Prepare one sample into ``out``; returns its index record, or the reason a fallback alignment is needed
     when ``fallback`` is None and the sample has no usable skeleton. Raises `SampleFailure`."""
     warnings: list[str] = []
@@ -233,64 +227,83 @@ def prepare_sample(
     if n < opts.frames:
         warnings.append(f"only {n} frames for a budget of {opts.frames}: some kept frames repeat")
     idx = sample_indices(n, opts.frames, "even")
-    try:
-        rgb = read_video_frames(entry.rgb, idx)
-    except (FileNotFoundError, VideoReadError) as exc:
-        raise SampleFailure("rgb", str(exc)) from exc
-    arrays: dict[str, np.ndarray] = {}
-    if "depth" in opts.modalities:
-        try:
-            depth = read_depth_frames(entry.depth, idx)  # type: ignore[arg-type]
-        except DepthReadError as exc:
-            raise SampleFailure("depth", str(exc)) from exc
-        kw: dict[str, Any] = {}
-        if opts.alignment == "registered":
-            H, W = rgb.shape[1:3]
-            kw = {"nominal_color": (W, H), "nominal_depth": (W, H)}
-        try:
-            rgb_c, depth_c = crop_aligned(
-                rgb, depth, alignment, opts.size, keep_aspect=opts.keep_aspect, **kw
-            )
-        except AlignmentError as exc:
-            raise SampleFailure("align", f"{entry.sample}: {exc}") from exc
-        arrays["rgb"] = rgb_c
-        arrays["depth"] = encode_depth(depth_c, opts.depth_encoding, opts.near_mm, opts.far_mm)
-    else:
-        import cv2
-
-        arrays["rgb"] = np.stack(
-            [cv2.resize(f, (opts.size, opts.size), interpolation=cv2.INTER_AREA) for f in rgb]
-        )
+    arrays = _sample_arrays(entry, opts, alignment, idx)
     for m in opts.modalities:
         try:
-            C.save_array_atomic(C.array_path(out, m, entry.sample), arrays[m])
+            save_array_atomic(C.array_path(out, m, entry.sample), arrays[m])
         except OSError as exc:
             raise SampleFailure(
                 "write", f"{C.array_path(out, m, entry.sample)}: cannot write ({exc})"
             ) from exc
-    a = alignment
-    rec = _record_base(entry)
-    rec.update(
+    return _index_record(entry, opts, idx, counts, alignment, warnings, arrays)
+
+
+def _sample_arrays(
+    entry: ManifestEntry, opts: PrepareOptions, alignment: Alignment, idx: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Decode frames ``idx``, crop both modalities to S x S and encode the depth: modality -> uint8 array."""
+    try:
+        rgb = read_video_frames(entry.rgb, idx)
+    except (FileNotFoundError, VideoReadError) as exc:
+        raise SampleFailure("rgb", str(exc)) from exc
+    if "depth" not in opts.modalities:  # RGB only: the whole frame, resized
+        import cv2
+
+        S = opts.size
+        return {"rgb": np.stack([cv2.resize(f, (S, S), interpolation=cv2.INTER_AREA) for f in rgb])}
+    try:
+        depth = read_depth_frames(entry.depth, idx)  # type: ignore[arg-type]
+    except DepthReadError as exc:
+        raise SampleFailure("depth", str(exc)) from exc
+    kw: dict[str, Any] = {}
+    if opts.alignment == "registered":
+        H, W = rgb.shape[1:3]
+        kw = {"nominal_color": (W, H), "nominal_depth": (W, H)}
+    try:
+        rgb_c, depth_c = crop_aligned(rgb, depth, alignment, opts.size, keep_aspect=opts.keep_aspect, **kw)
+    except AlignmentError as exc:
+        raise SampleFailure("align", f"{entry.sample}: {exc}") from exc
+    return {"rgb": rgb_c, "depth": encode_depth(depth_c, opts.depth_encoding, opts.near_mm, opts.far_mm)}
+
+
+def _index_record(
+    entry: ManifestEntry,
+    opts: PrepareOptions,
+    idx: np.ndarray,
+    counts: dict[str, int],
+    a: Alignment,
+    warnings: list[str],
+    arrays: dict[str, np.ndarray],
+) -> IndexRecord:
+    try:
+        n = parse_sample_name(entry.sample)
+        action, replication = n.action, n.replication
+    except ValueError:
+        action, replication = None, None
+    return IndexRecord(
+        name=entry.sample,
+        label=int(entry.label),
+        action=action,
+        subject=entry.subject,
+        camera=entry.view,
+        setup=entry.setup,
+        replication=replication,
+        split=None,
         frames=int(opts.frames),
         source_frames=[int(i) for i in idx],
-        source_frame_counts={
-            "rgb": counts.get("rgb"),
-            "depth": counts.get("depth"),
-            "skeleton": counts.get("skeleton"),
-        },
-        alignment={
-            "scale": _num(a.scale),
-            "tx": _num(a.tx),
-            "ty": _num(a.ty),
-            "n_pairs": int(a.n_pairs),
-            "method": a.method,
-            "residual_px": _num(a.residual_px),
-            "note": a.note,
-        },
+        source_frame_counts={k: counts.get(k) for k in ("rgb", "depth", "skeleton")},
+        alignment=AlignmentRecord(
+            scale=_num(a.scale),
+            tx=_num(a.tx),
+            ty=_num(a.ty),
+            n_pairs=int(a.n_pairs),
+            method=a.method,
+            residual_px=_num(a.residual_px),
+            note=a.note,
+        ),
         warnings=warnings,
         shape={m: list(arrays[m].shape) for m in opts.modalities},
     )
-    return rec
 
 
 def _num(v: float) -> float | None:
@@ -303,12 +316,10 @@ def _sample_worker(task: tuple[ManifestEntry, str, PrepareOptions, frozenset[str
     try:
         res = prepare_sample(entry, out, opts, missing, table)
     except SampleFailure as exc:
-        return ("fail", {"sample": entry.sample, "stage": exc.stage, "error": str(exc)})
+        return ("fail", FailureRecord(sample=entry.sample, stage=exc.stage, error=str(exc)))
     except Exception as exc:  # noqa: BLE001 - one bad sample must not stop the job; the error is recorded
-        return (
-            "fail",
-            {"sample": entry.sample, "stage": "unexpected", "error": f"{type(exc).__name__}: {exc}"},
-        )
+        error = f"{type(exc).__name__}: {exc}"
+        return ("fail", FailureRecord(sample=entry.sample, stage="unexpected", error=error))
     if isinstance(res, str):
         return ("fallback", entry.sample, res)
     return ("ok", res)

@@ -12,8 +12,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+
+from modistill.core.atomic import write_bytes_atomic
+from modistill.core.errors import ModistillError
 
 __all__ = [
     "NUM_JOINTS",
@@ -42,7 +46,7 @@ BODY_INFO_FIELDS: tuple[str, ...] = (
 )
 
 
-class SkeletonFormatError(ValueError):
+class SkeletonFormatError(ModistillError, ValueError):
     """A ``.skeleton`` file is truncated or malformed; the message names the file and line."""
 
 
@@ -130,6 +134,45 @@ def read_skeleton(path: str | Path) -> Skeleton:
     path = Path(path)
     data = path.read_bytes()
     toks = data.split()
+    lay = _walk(data, toks, path)
+    values = _to_float(data, toks, path)
+    n_frames, n_bd = len(lay.bodies_per_frame), len(lay.body_ids)
+    out = Skeleton.empty(0, path)
+    out.bodies_per_frame = lay.bodies_per_frame
+    out.body_ids = np.asarray(lay.body_ids, np.int64)
+    joints = np.full((n_frames, n_bd, NUM_JOINTS, _JOINT_FIELDS), np.nan, np.float32)
+    info = np.full((n_frames, n_bd, len(BODY_INFO_FIELDS)), np.nan, np.float32)
+    if lay.block_frame:
+        starts = np.asarray(lay.block_info_start, np.int64)
+        fr = np.asarray(lay.block_frame, np.int64)
+        sl = np.asarray(lay.block_slot, np.int64)
+        info[fr, sl] = values[starts[:, None] + np.arange(len(BODY_INFO_FIELDS))]
+        jstart = starts + len(BODY_INFO_FIELDS) + 1
+        joints[fr, sl] = values[jstart[:, None] + np.arange(NUM_JOINTS * _JOINT_FIELDS)].reshape(
+            -1, NUM_JOINTS, _JOINT_FIELDS
+        )
+    out.joints_xyz = np.ascontiguousarray(joints[..., 0:3])
+    out.depth_xy = np.ascontiguousarray(joints[..., 3:5])
+    out.color_xy = np.ascontiguousarray(joints[..., 5:7])
+    out.orientation = np.ascontiguousarray(joints[..., 7:11])
+    tr = joints[..., 11]
+    out.tracking = np.where(np.isnan(tr), -1, tr).astype(np.int8)
+    out.body_info = info
+    return out
+
+
+class _Layout(NamedTuple):
+    """Where the bodies of a skeleton file are: one entry per (frame, body) block in file order."""
+
+    bodies_per_frame: np.ndarray  # (F,) int64
+    body_ids: list[int]  # per body slot, in order of first appearance
+    block_frame: list[int]  # frame of each block
+    block_slot: list[int]  # body slot of each block
+    block_info_start: list[int]  # token index of each block's first body-info field
+
+
+def _walk(data: bytes, toks: list[bytes], path: Path) -> _Layout:
+    """Walk the file's structure: one Python step per (frame, body), never per number."""
     n_tok = len(toks)
 
     def fail(tok_index: int, msg: str) -> SkeletonFormatError:
@@ -146,19 +189,14 @@ def read_skeleton(path: str | Path) -> Skeleton:
     n_frames = int_at(0, "frame count")
     if n_frames < 0:
         raise fail(0, f"negative frame count {n_frames}")
-    # Walk the structure: one Python step per (frame, body), never per number.
     i = 1
-    bodies_per_frame = np.zeros((n_frames,), np.int64)
-    block_frame: list[int] = []
-    block_slot: list[int] = []
-    block_info_start: list[int] = []
+    lay = _Layout(np.zeros((n_frames,), np.int64), [], [], [], [])
     slot_of: dict[tuple[int, int], int] = {}
-    body_ids: list[int] = []
     for f in range(n_frames):
         nb = int_at(i, f"body count of frame {f + 1}")
         if nb < 0:
             raise fail(i, f"negative body count {nb} in frame {f + 1}")
-        bodies_per_frame[f] = nb
+        lay.bodies_per_frame[f] = nb
         i += 1
         seen_here: dict[int, int] = {}
         for b in range(nb):
@@ -173,41 +211,17 @@ def read_skeleton(path: str | Path) -> Skeleton:
             seen_here[bid] = occ + 1
             key = (bid, occ)
             if key not in slot_of:
-                slot_of[key] = len(body_ids)
-                body_ids.append(bid)
-            block_frame.append(f)
-            block_slot.append(slot_of[key])
-            block_info_start.append(i + 1)
+                slot_of[key] = len(lay.body_ids)
+                lay.body_ids.append(bid)
+            lay.block_frame.append(f)
+            lay.block_slot.append(slot_of[key])
+            lay.block_info_start.append(i + 1)
             i += 11 + NUM_JOINTS * _JOINT_FIELDS
             if i > n_tok:
                 raise fail(n_tok, f"file is truncated inside the joints of body {b + 1} of frame {f + 1}")
     if i < n_tok:
         raise fail(i, f"unexpected data after the {n_frames} frames announced in line 1")
-
-    values = _to_float(data, toks, path)
-    n_bd = len(body_ids)
-    out = Skeleton.empty(0, path)
-    out.bodies_per_frame = bodies_per_frame
-    out.body_ids = np.asarray(body_ids, np.int64)
-    joints = np.full((n_frames, n_bd, NUM_JOINTS, _JOINT_FIELDS), np.nan, np.float32)
-    info = np.full((n_frames, n_bd, len(BODY_INFO_FIELDS)), np.nan, np.float32)
-    if block_frame:
-        starts = np.asarray(block_info_start, np.int64)
-        fr = np.asarray(block_frame, np.int64)
-        sl = np.asarray(block_slot, np.int64)
-        info[fr, sl] = values[starts[:, None] + np.arange(len(BODY_INFO_FIELDS))]
-        jstart = starts + len(BODY_INFO_FIELDS) + 1
-        joints[fr, sl] = values[jstart[:, None] + np.arange(NUM_JOINTS * _JOINT_FIELDS)].reshape(
-            -1, NUM_JOINTS, _JOINT_FIELDS
-        )
-    out.joints_xyz = np.ascontiguousarray(joints[..., 0:3])
-    out.depth_xy = np.ascontiguousarray(joints[..., 3:5])
-    out.color_xy = np.ascontiguousarray(joints[..., 5:7])
-    out.orientation = np.ascontiguousarray(joints[..., 7:11])
-    tr = joints[..., 11]
-    out.tracking = np.where(np.isnan(tr), -1, tr).astype(np.int8)
-    out.body_info = info
-    return out
+    return lay
 
 
 def _to_float(data: bytes, toks: list[bytes], path: Path) -> np.ndarray:
@@ -238,7 +252,8 @@ def write_skeleton(path: str | Path, sk: Skeleton, *, newline: str = "\n") -> No
     """Write ``sk`` in the NTU text format (7 significant digits, like the dataset's files).
 
     Absent bodies (NaN) are skipped per frame, so ``bodies_per_frame`` is recomputed from ``present``.
-    Missing ``orientation``/``body_info`` are written as zeros (bodyInfo trackingState as 2).
+    Missing ``orientation``/``body_info`` are written as zeros (bodyInfo trackingState as 2). The file is
+    written atomically (`modistill.core.atomic`).
     """
     path = Path(path)
     n_f, n_bd = sk.num_frames, sk.num_bodies
@@ -267,9 +282,7 @@ def write_skeleton(path: str | Path, sk: Skeleton, *, newline: str = "\n") -> No
             tr = sk.tracking[f, b]
             for j in range(NUM_JOINTS):
                 lines.append(" ".join(_fmt(v) for v in block[j].tolist()) + f" {int(tr[j])}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="ascii", newline="") as fh:
-        fh.write(newline.join(lines) + newline)
+    write_bytes_atomic(path, (newline.join(lines) + newline).encode("ascii"))
 
 
 def actor_scores(sk: Skeleton, *, min_frames: int = 11, max_spread_ratio: float = 0.8) -> np.ndarray:

@@ -8,10 +8,12 @@ from pathlib import Path
 import av
 import numpy as np
 
-__all__ = ["VideoReadError", "read_video_frames", "video_frame_count", "video_info", "write_video"]
+from modistill.core.errors import ModistillError
+
+__all__ = ["VideoReadError", "read_video_frames", "video_frame_count", "write_video"]
 
 
-class VideoReadError(ValueError):
+class VideoReadError(ModistillError, ValueError):
     """A video cannot be opened or decoded, or a requested frame does not exist; names the file."""
 
 
@@ -48,19 +50,6 @@ def video_frame_count(path: str | Path) -> int:
         raise VideoReadError(f"{path}: cannot demux video ({e})") from e
     finally:
         container.close()
-
-
-def video_info(path: str | Path) -> dict[str, float | int]:
-    """``{"frames", "width", "height", "fps"}`` of the first video stream (frames by demuxing)."""
-    path = Path(path)
-    container = _open(path)
-    try:
-        s = container.streams.video[0]
-        w, h = int(s.codec_context.width), int(s.codec_context.height)
-        fps = float(s.average_rate) if s.average_rate else 0.0
-    finally:
-        container.close()
-    return {"frames": video_frame_count(path), "width": w, "height": h, "fps": fps}
 
 
 def read_video_frames(

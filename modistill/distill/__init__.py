@@ -6,7 +6,7 @@ Garcia et al. 2018 eqs. 3, 5-6, 7 live in ``losses``; the motion-distillation re
 
 from .losses import cross_entropy_loss, generalized_distillation_loss, hallucination_loss, total_loss
 from .motion import gram_matrix, mars_loss, relation_loss, temporal_relation
-from .terms import LossKind, LossSpec, compute_loss, released_step3_spec, table2_spec
+from .terms import LossKind, LossSpec, compute_loss, released_step3_spec
 
 __all__ = [
     "LossKind",
@@ -19,7 +19,6 @@ __all__ = [
     "mars_loss",
     "relation_loss",
     "released_step3_spec",
-    "table2_spec",
     "temporal_relation",
     "total_loss",
 ]

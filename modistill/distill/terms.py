@@ -4,7 +4,8 @@
 ``out.logits`` ``(B, K)`` fused video logits, ``out.streams[name].video_logits`` ``(B, K)``,
 ``.frame_logits`` ``(B, T, K)`` and ``.features[layer]`` ``(B*T, C, h, w)`` / ``(B*T, C)`` for ``"pooled"``.
 
-Every row of Garcia et al. 2018 Table 2 is a ``LossSpec`` (see :func:`table2_spec`); REF §3 has the steps.
+Every row of Garcia et al. 2018 Table 2 trains with one ``LossSpec`` that its recipe stage names (recipes/depth.py);
+REF §3 has the steps.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import Tensor
 from .losses import cross_entropy_loss, generalized_distillation_loss, hallucination_loss, total_loss
 from .motion import mars_loss, relation_loss
 
-__all__ = ["LossKind", "LossSpec", "compute_loss", "released_step3_spec", "table2_spec"]
+__all__ = ["LossKind", "LossSpec", "compute_loss", "released_step3_spec"]
 
 LossKind = Literal["ce", "hall", "gd", "eq7", "hoffman", "relation", "mars", "relation_mars"]
 DistillKind = Literal["hall", "gd", "eq7"]
@@ -130,27 +131,6 @@ def released_step3_spec() -> LossSpec:
     """Step 3 as in the authors' released code (REF §2): eq. 7 with the sum-reduced eq. 3 on the last stage
     only, weighted by 0.01, and the student logits also divided by T in the soft term."""
     return LossSpec(kind="eq7", hall_layers={"layer4": 0.01}, hall_reduction="sum", student_temperature=True)
-
-
-def table2_spec(row: int) -> LossSpec:
-    """The training loss of Garcia et al. 2018 Table 2, row ``row`` (1-15), with paper defaults.
-
-    Rows that differ only in the model (connections on/off: 8 vs 9, 13 vs 14) or in the evaluated stream
-    (6, 7, 8 are the same step-2 training) share a loss; the stage definition sets the rest (REF §3).
-    """
-    if row in (1, 2):  # step 1: each stream alone
-        return LossSpec(kind="ce", classify="depth" if row == 1 else "rgb")
-    if row in (3, 4, 5):  # Hoffman one-step, eq. 3 / 5 / 7
-        return LossSpec(kind="hoffman", hoffman_distill={3: "hall", 4: "gd", 5: "eq7"}[row])
-    if row in (6, 7, 8, 9, 15):  # step 2 (two-stream teacher) and step 4 (final): CE on the fused logits
-        return LossSpec(kind="ce", classify="fused")
-    if row in (10, 11):
-        return LossSpec(kind="hall")
-    if row == 12:
-        return LossSpec(kind="gd")
-    if row in (13, 14):
-        return LossSpec(kind="eq7")
-    raise ValueError(f"Table 2 has rows 1-15, got {row}")
 
 
 def _stream(out: Any, name: str, spec: LossSpec) -> Any:

@@ -3,18 +3,19 @@
 A checkpoint named `<dir>/<name>` is three files:
   <name>.safetensors        the model state_dict (unwrapped: no DDP "module." prefix)
   <name>.optim.safetensors  the optimizer's tensors (optional), keyed by their path in its state_dict
-  <name>.json               epoch, step, scheduler, RNG states, best metric, history, configs, the optimizer's
-                            non-tensor structure, and a token that the two safetensors files carry too
-Writes are atomic: every file goes to a temp file in the same folder (fsync), then the old JSON is removed,
-the tensors are moved in place (os.replace) and the JSON last. A checkpoint is complete exactly when its JSON
-exists and its token matches the token inside the tensor files.
+  <name>.json               `CheckpointMeta`: epoch, step, scheduler, RNG states, best metric, history, configs,
+                            the optimizer's non-tensor structure, and a token that the two safetensors files
+                            carry too
+Writes are atomic and go through `modistill.core.atomic` only: the tensor files are first written (atomically,
+fsynced) to staging names next to their destinations while the old checkpoint is still whole; then the old
+JSON is removed, the staged tensors are moved in place (os.replace) and the JSON is written last. A checkpoint
+is complete exactly when its JSON exists and its token matches the token inside the tensor files.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
+import socket
 import time
 import uuid
 from collections.abc import Mapping
@@ -23,31 +24,31 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from modistill.core.atomic import write_bytes_atomic
+from modistill.core.errors import ModistillError, SchemaError
+from modistill.engine.files import CheckpointMeta
 from modistill.engine.serial import join_tensors, split_tensors, to_jsonable
 
-FORMAT = "modistill-checkpoint"
-VERSION = 1
+FORMAT = CheckpointMeta.KIND
+VERSION = CheckpointMeta.VERSION
 _MAX_LISTED = 20
 
 __all__ = [
     "CheckpointError",
     "checkpoint_base",
-    "join_tensors",
     "load_checkpoint",
     "load_weights",
     "read_checkpoint_meta",
     "save_checkpoint",
-    "split_tensors",
-    "to_jsonable",
     "unwrap_model",
-    "write_text_atomic",
 ]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ModistillError, RuntimeError):
     """A checkpoint that is missing, incomplete or does not fit the model; the message names the file."""
 
 
@@ -86,62 +87,10 @@ def _files(base: Path) -> tuple[Path, Path, Path]:
     )
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Atomic file writes
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _temp_path(final: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    # mkstemp creates 0600 files; results and checkpoints are meant to be shared like any other output.
-    os.fchmod(fd, 0o666 & ~_UMASK)
-    os.close(fd)
-    return Path(name)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` via a fsynced temp file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+def _staging_path(final: Path, token: str) -> Path:
+    """Where a tensor file waits for its rename: hidden, next to `final`, named like the temporary files of
+    `modistill.core.atomic` (host, pid) so that `remove_stale_temps` clears what a killed writer left."""
+    return final.with_name(f".{final.name}.{socket.gethostname()}.{os.getpid()}.{token[:8]}.tmp")
 
 
 def _state_for_saving(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -177,78 +126,56 @@ def save_checkpoint(
         base = checkpoint_base(base)
     base.parent.mkdir(parents=True, exist_ok=True)
     wfile, ofile, jfile = _files(base)
-    token = uuid.uuid4().hex
-    st_meta = {"format": FORMAT, "token": token}
-
-    weights = _state_for_saving(unwrap_model(model).state_dict())
-    sidecar: dict[str, Any] = {
-        "format": FORMAT,
-        "version": VERSION,
-        "token": token,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "torch_version": torch.__version__,
-        "weights": wfile.name,
-        "optimizer": None,
-    }
-    opt_tensors: dict[str, torch.Tensor] = {}
-    if optimizer is not None:
-        tree, opt_tensors = split_tensors(optimizer.state_dict(), prefix="optim")
-        sidecar["optimizer"] = {"file": ofile.name, "state_dict": tree}
-    clash = sorted(set(meta or {}) & set(sidecar))
+    clash = sorted(set(meta or {}) & CheckpointMeta.reserved_keys())
     if clash:
         raise ValueError(f"checkpoint meta may not set the reserved keys {clash}")
-    sidecar.update(to_jsonable(dict(meta or {})))
-    text = json.dumps(sidecar, indent=1, allow_nan=True)
+    token = uuid.uuid4().hex
+    st_meta = {"format": FORMAT, "token": token}
+    tensor_files = [(wfile, _state_for_saving(unwrap_model(model).state_dict()))]
+    sidecar = CheckpointMeta(
+        token=token,
+        weights=wfile.name,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        torch_version=torch.__version__,
+        unknown_fields=to_jsonable(dict(meta or {})),
+    )
+    if optimizer is not None:
+        tree, opt_tensors = split_tensors(optimizer.state_dict(), prefix="optim")
+        sidecar.optimizer = {"file": ofile.name, "state_dict": tree}
+        tensor_files.append((ofile, opt_tensors))
 
-    temps: list[Path] = []
+    staged: list[Path] = []
     try:
-        tw = _temp_path(wfile)
-        temps.append(tw)
-        save_file(weights, str(tw), metadata=st_meta)
-        _fsync_file(tw)
-        to = None
-        if optimizer is not None:
-            to = _temp_path(ofile)
-            temps.append(to)
-            save_file(opt_tensors, str(to), metadata=st_meta)
-            _fsync_file(to)
-        tj = _temp_path(jfile)
-        temps.append(tj)
-        with open(tj, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        for final, tensors in tensor_files:  # the old checkpoint is untouched while these are written
+            staged.append(_staging_path(final, token))
+            write_bytes_atomic(staged[-1], safetensors_bytes(tensors, metadata=st_meta))
         # From here the old checkpoint stops being valid: drop its JSON first so a crash between the renames
         # leaves "no checkpoint" rather than old JSON next to new tensors.
         jfile.unlink(missing_ok=True)
-        os.replace(tw, wfile)
-        if to is not None:
-            os.replace(to, ofile)
-        else:
+        for (final, _), tmp in zip(tensor_files, staged):
+            os.replace(tmp, final)
+        staged.clear()
+        if optimizer is None:
             ofile.unlink(missing_ok=True)
-        os.replace(tj, jfile)
-        temps.clear()
+        sidecar.write(jfile)  # atomic; its folder fsync also makes the renames above durable
     finally:
-        for t in temps:
-            t.unlink(missing_ok=True)
-    _fsync_dir(base.parent)
+        for tmp in staged:
+            tmp.unlink(missing_ok=True)
     return jfile
 
 
 def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON sidecar of a checkpoint (raises CheckpointError when absent or unreadable)."""
+    """The JSON sidecar of a checkpoint as a flat dict (`CheckpointMeta.to_dict()`: the caller's meta keys
+    next to token, weights, optimizer, format, version); raises CheckpointError when absent or unreadable."""
     _, _, jfile = _files(checkpoint_base(path))
     if not jfile.is_file():
         wfile = jfile.with_name(jfile.name[: -len(".json")] + ".safetensors")
         hint = " (its weights exist: the write was interrupted)" if wfile.exists() else ""
         raise CheckpointError(f"{jfile}: checkpoint sidecar not found{hint}")
     try:
-        meta = json.loads(jfile.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{jfile}: unreadable checkpoint sidecar: {exc}") from exc
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{jfile}: not a {FORMAT} sidecar (format={meta.get('format')!r})")
-    return meta
+        return CheckpointMeta.read(jfile).to_dict()
+    except SchemaError as exc:
+        raise CheckpointError(f"unreadable checkpoint sidecar: {exc}") from exc
 
 
 def _check_token(file: Path, token: str) -> None:

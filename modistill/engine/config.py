@@ -8,6 +8,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from modistill.core.errors import UsageError
+
 OPTIMIZERS = ("adam", "sgd", "adamw")
 AMP_MODES = ("off", "bf16")
 
@@ -52,7 +54,7 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError listing every bad field (wrong type or out of range)."""
+        """Raise UsageError (a ValueError) listing every bad field (wrong type or out of range)."""
         problems: list[str] = []
 
         def num(name: str, lo: float, strict: bool, integer: bool = False, optional: bool = False) -> None:
@@ -94,7 +96,7 @@ class TrainConfig:
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
         if problems:
-            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+            raise UsageError("invalid TrainConfig: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (lists, not tuples)."""
@@ -108,5 +110,5 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"unknown TrainConfig keys: {unknown} (known: {sorted(names)})")
+            raise UsageError(f"unknown TrainConfig keys: {unknown} (known: {sorted(names)})")
         return cls(**d)

@@ -24,10 +24,6 @@ class DistInfo:
     world_size: int
     local_rank: int
 
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
 
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
@@ -128,18 +124,12 @@ def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
 
 
 def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum of `t` over ranks (a new tensor on `t`'s device)."""
     if not is_distributed():
         return t.clone()
     buf = t.detach().to(_comm_device(t), copy=True)
     dist.all_reduce(buf, op=dist.ReduceOp.MAX)
     return buf.to(t.device)
-
-
-def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    """Mean of `t` over ranks (each rank weighted equally)."""
-    if not is_distributed():
-        return t.clone()
-    return all_reduce_sum(t.float() if not t.is_floating_point() else t) / world_size()
 
 
 def all_gather_padded(t: torch.Tensor, counts: list[int]) -> torch.Tensor:

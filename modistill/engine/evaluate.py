@@ -7,6 +7,7 @@ in the official code). The predicted class is the arg-max (ties go to the lowest
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 
 from modistill.engine import distributed as D
 from modistill.engine.checkpoint import checkpoint_base, load_checkpoint
+from modistill.engine.config import TrainConfig
 from modistill.engine.utils import autocast_ctx, fold_clips, move_to_device, resolve_device
 
 PredictFn = Callable[[nn.Module, dict], Tensor]
@@ -203,6 +205,38 @@ def evaluate(
         top5=(top5_total / n) if k > 5 else None,
         logits=all_logits,
     )
+
+
+def eval_kwargs(
+    cfg: TrainConfig, *, clips_per_video: int = 1, world_size: int | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """The keyword arguments of `evaluate` (and `evaluate_checkpoint`) for a stage trained with `cfg`.
+
+    batch_size: the global eval batch (`cfg.eval_batch_size or cfg.batch_size`) split over the `world_size`
+    processes (default: the running group's size; at least 1 per process), like the trainer's validation;
+    device, amp, num_workers, progress: from `cfg`; clips_per_video as given. `overrides` (num_classes,
+    label_key, collate_fn, keep_logits, or any of the above) replace or add entries; a name `evaluate` does
+    not take is a TypeError here rather than at the call.
+
+        res = evaluate(model, predict_fn, test_set, **eval_kwargs(cfg, clips_per_video=2, num_classes=60))
+    """
+    world = D.world_size() if world_size is None else world_size
+    kwargs: dict[str, Any] = {
+        "batch_size": max(1, (cfg.eval_batch_size or cfg.batch_size) // world),
+        "device": cfg.device,
+        "amp": cfg.amp,
+        "num_workers": cfg.num_workers,
+        "clips_per_video": clips_per_video,
+        "progress": cfg.progress,
+    }
+    unknown = sorted(set(overrides) - _EVALUATE_KWARGS)
+    if unknown:
+        raise TypeError(f"eval_kwargs: evaluate() takes no argument(s) {unknown}")
+    kwargs.update(overrides)
+    return kwargs
+
+
+_EVALUATE_KWARGS = frozenset(inspect.signature(evaluate).parameters) - {"model", "predict_fn", "dataset"}
 
 
 def evaluate_checkpoint(

@@ -5,6 +5,8 @@ Record kinds written by the trainer:
   {"stage", "kind": "epoch", "epoch", "step", "lr", "loss", "parts": {...}, "samples_per_s", "time_s",
    ["grad_norm"], ["val": {"accuracy", "mean_class_accuracy", "n", ...}], "best": bool}
 `epoch` is 1-based (the epoch the record belongs to); `step` is the global optimizer step after the record.
+The first line of the file is a `MetricsHeader` (`{"format": "modistill-metrics", "version": 1}`); a file
+without it is version 1. `read_metrics` checks the header and returns the records only.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from modistill.core.atomic import write_text_atomic
+from modistill.core.errors import SchemaError
 from modistill.engine import distributed as D
-from modistill.engine.checkpoint import to_jsonable, write_text_atomic
+from modistill.engine.files import MetricsHeader
+from modistill.engine.serial import to_jsonable
 
 log = logging.getLogger("modistill.engine")
 _TB_WARNED = False
@@ -57,7 +62,10 @@ class MetricsLogger:
         if not self.enabled:
             return
         rec = to_jsonable(record)
+        new_file = not self.path.exists() or self.path.stat().st_size == 0
         with open(self.path, "a", encoding="utf-8") as f:
+            if new_file:
+                f.write(MetricsHeader().line() + "\n")
             f.write(json.dumps(rec, allow_nan=True) + "\n")
         if self._tb is not None:
             self._to_tensorboard(rec)
@@ -97,8 +105,15 @@ class MetricsLogger:
 
 
 def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
-    """All records of a run's metrics.jsonl (a trailing partial line is ignored)."""
-    return [rec for _, rec in _parse_lines(Path(run_dir) / "metrics.jsonl")]
+    """All records of a run's metrics.jsonl, without the header (a trailing partial line is ignored)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    out = []
+    for _, rec in _parse_lines(path):
+        if MetricsHeader.is_header(rec):
+            MetricsHeader.from_dict(rec, origin=str(path))  # SchemaError for another kind or a newer version
+        else:
+            out.append(rec)
+    return out
 
 
 def _parse_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -110,7 +125,7 @@ def _parse_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
         except json.JSONDecodeError as exc:
             if i == len(lines) - 1:
                 continue  # the last line cut short by a kill mid-write
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON: {exc}") from exc
+            raise SchemaError(f"{path}: line {i + 1} is not valid JSON: {exc}") from exc
     return out
 
 

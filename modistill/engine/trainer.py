@@ -4,6 +4,10 @@ The loop knows nothing about models or losses: a stage is a model plus
   loss_fn(model, batch) -> (scalar loss, {name: scalar part})   with the DDP-wrapped model, in train mode
   predict_fn(model, batch) -> (B, K) video logits               with the unwrapped model, in eval mode
 where `batch` is the collated dict already on the device.
+
+`train_stage` reads top to bottom like the loop it is: set up (or resume) the stage state, then per epoch
+begin it (lr, seeding, loader), train, validate, checkpoint; then finish. Each step is a function below;
+the state they share is `stage_state.StageState`.
 """
 
 from __future__ import annotations
@@ -22,32 +26,23 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from modistill.core.errors import UsageError
 from modistill.engine import distributed as D
-from modistill.engine.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_weights,
-    read_checkpoint_meta,
-    save_checkpoint,
-    to_jsonable,
-    unwrap_model,
-    write_text_atomic,
-)
+from modistill.engine.checkpoint import load_weights, read_checkpoint_meta, save_checkpoint, unwrap_model
 from modistill.engine.config import TrainConfig
-from modistill.engine.evaluate import evaluate
-from modistill.engine.metrics_log import LossMeter, MetricsLogger
-from modistill.engine.optim import build_optimizer, lr_factor, select_params
+from modistill.engine.evaluate import eval_kwargs, evaluate
+from modistill.engine.metrics_log import LossMeter
+from modistill.engine.optim import lr_factor
 from modistill.engine.seeding import (
     MAIN,
     WorkerSeeder,
-    capture_rng_state,
     derive_seed,
     deterministic_mode,
     epoch_generator,
-    restore_rng_state,
     seed_all,
 )
-from modistill.engine.utils import autocast_ctx, batch_size_of, move_to_device, resolve_device
+from modistill.engine.stage_state import StageState, setup_stage
+from modistill.engine.utils import autocast_ctx, batch_size_of, move_to_device
 
 log = logging.getLogger("modistill.engine")
 
@@ -107,273 +102,210 @@ def train_stage(
     on first use (and left running for the next stage: `distributed.cleanup()` ends it).
     """
     cfg.validate()
-    info = D.init_distributed(cfg.device)
-    rank, world = info.rank, info.world_size
-    dev = resolve_device(cfg.device, info.local_rank)
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} (global) is not divisible by the {world} processes")
-    per_rank_bs = cfg.batch_size // world
-    eval_bs = max(1, (cfg.eval_batch_size or cfg.batch_size) // world)
-    run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    last_base, best_base = ckpt_dir / "last", ckpt_dir / "best"
-    last_json, best_json = ckpt_dir / "last.json", ckpt_dir / "best.json"
-    if len(train_set) == 0:  # type: ignore[arg-type]
-        raise ValueError(f"training set {type(train_set).__name__} is empty")
-    if not resume and (last_json.exists() or best_json.exists()):
-        raise FileExistsError(f"{ckpt_dir} already holds checkpoints: pass resume=True or use a new run_dir")
-
-    model.to(dev)
-    groups, flat_params = select_params(model, params)
-    optimizer = build_optimizer(cfg, groups)
-    for g in optimizer.param_groups:
-        g.setdefault("initial_lr", g["lr"])
-
-    start_epoch, global_step = 0, 0
-    history: list[dict[str, Any]] = []
-    best = {"metric": cfg.select_metric, "value": None, "epoch": None, "val": None}
-    if resume:
-        if last_json.exists():
-            # Hyperparameters come from the current config (the drift warning below says when they changed);
-            # only the optimizer's running state (moments, step counts) comes from the checkpoint.
-            fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-            meta = load_checkpoint(last_base, model, optimizer, strict=True)
-            for g, hyper in zip(optimizer.param_groups, fresh):
-                g.update(hyper)
-            start_epoch, global_step = int(meta["epoch"]), int(meta["global_step"])
-            history, best = list(meta.get("history", [])), dict(meta["best"])
-            if best.get("metric") != cfg.select_metric:  # values of another metric cannot be compared
-                best = {"metric": cfg.select_metric, "value": None, "epoch": None, "val": None}
-            restore_rng_state(meta["rng"])
-            _warn_config_drift(meta.get("train_config", {}), cfg)
-            if D.is_main():
-                log.info(
-                    "%s: resuming after epoch %d (step %d) from %s",
-                    stage,
-                    start_epoch,
-                    global_step,
-                    last_json,
-                )
-        elif last_base.with_name("last.safetensors").exists():
-            raise CheckpointError(
-                f"{last_json}: missing while last.safetensors exists (a checkpoint write was interrupted); "
-                "remove the checkpoints folder to start over"
-            )
-
-    logger = MetricsLogger(
-        run_dir, enabled=D.is_main(), tensorboard=cfg.tensorboard, purge_step=global_step if resume else None
+    st = setup_stage(
+        model,
+        cfg=cfg,
+        run_dir=run_dir,
+        train_set=train_set,
+        params=params,
+        resume=resume,
+        stage=stage,
+        config_dict=config_dict,
     )
-    if resume:
-        logger.truncate_after(stage, start_epoch)
-    if D.is_main():
-        run_cfg = {"stage": stage, "world_size": world, "train": cfg.to_dict(), "config": config_dict}
-        write_text_atomic(run_dir / "run_config.json", _dumps(run_cfg))
-    net: nn.Module = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model,
-            device_ids=[dev.index] if dev.type == "cuda" else None,
-            find_unused_parameters=cfg.find_unused_parameters,
-        )
-
-    def ckpt_meta(kind: str, epoch: int) -> dict[str, Any]:
-        return {
-            "kind": kind,
-            "stage": stage,
-            "epoch": epoch,
-            "global_step": global_step,
-            "scheduler": {
-                "type": "multistep",
-                "milestones": list(cfg.lr_milestones),
-                "gamma": cfg.lr_gamma,
-                "initial_lrs": [g["initial_lr"] for g in optimizer.param_groups],
-                "next_epoch": epoch,
-            },
-            "rng": capture_rng_state(),
-            "best": best,
-            "history": history,
-            "world_size": world,
-            "train_config": cfg.to_dict(),
-            "config": config_dict,
-        }
-
+    val_args = eval_kwargs(
+        cfg,
+        clips_per_video=val_clips_per_video,
+        world_size=st.world,
+        device=st.device,
+        num_classes=num_classes,
+        label_key=label_key,
+        collate_fn=collate_fn,
+    )
     try:
         with deterministic_mode(cfg.deterministic):
-            for epoch in range(start_epoch, cfg.epochs):
-                for g in optimizer.param_groups:
-                    g["lr"] = g["initial_lr"] * lr_factor(cfg, epoch)
-                # Epoch randomness depends on (seed, epoch, rank) only: the key to exact resume.
-                seed_all(derive_seed(cfg.seed, epoch, rank, MAIN))
-                sampler = DistributedSampler(
-                    train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False
-                )
-                sampler.set_epoch(epoch)
-                if hasattr(train_set, "set_epoch"):
-                    train_set.set_epoch(epoch)
-                loader = DataLoader(
-                    train_set,
-                    batch_size=per_rank_bs,
-                    sampler=sampler,
-                    num_workers=cfg.num_workers,
-                    collate_fn=collate_fn,
-                    pin_memory=dev.type == "cuda",
-                    drop_last=cfg.drop_last,
-                    worker_init_fn=WorkerSeeder(cfg.seed, epoch, rank),
-                    generator=epoch_generator(cfg.seed, epoch, rank),
-                )
-                if len(loader) == 0:
-                    raise ValueError(
-                        f"{stage}: no full training batch (drop_last with {len(train_set)} samples)"
-                    )
-                net.train()
-                epoch_meter, window = LossMeter(), LossMeter()
-                lr_now = optimizer.param_groups[0]["lr"]
-                bar = tqdm(
-                    loader,
-                    desc=f"{stage} {epoch + 1}/{cfg.epochs}",
-                    disable=not (cfg.progress and D.is_main()),
-                    dynamic_ncols=True,
-                    leave=False,
-                )
-                for batch in bar:
-                    batch = move_to_device(batch, dev)
-                    n = batch_size_of(batch, label_key)
-                    with autocast_ctx(dev, cfg.amp):
-                        loss, parts = loss_fn(net, batch)
-                    if not isinstance(loss, Tensor) or loss.ndim != 0:
-                        raise ValueError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}")
-                    if not bool(torch.isfinite(loss)):
-                        shown = {k: float(v) for k, v in parts.items()}
-                        raise FloatingPointError(
-                            f"{stage}: non-finite loss {loss.item()} at epoch {epoch + 1}, "
-                            f"step {global_step + 1}; parts {shown}"
-                        )
-                    net.zero_grad(set_to_none=True)
-                    loss.backward()
-                    gnorm = None
-                    if cfg.grad_clip is not None:
-                        gnorm = torch.nn.utils.clip_grad_norm_(flat_params, cfg.grad_clip)
-                    optimizer.step()
-                    global_step += 1
-                    epoch_meter.add(loss, parts, n, gnorm)
-                    window.add(loss, parts, n, gnorm)
-                    if global_step % cfg.log_every == 0:
-                        rec = window.reduce(dev)
-                        logger.log(
-                            {
-                                "stage": stage,
-                                "kind": "step",
-                                "epoch": epoch + 1,
-                                "step": global_step,
-                                "lr": lr_now,
-                                **rec,
-                            }
-                        )
-                        bar.set_postfix(
-                            loss=f"{rec['loss']:.4f}", lr=f"{lr_now:.2e}", sps=f"{rec['samples_per_s']:.1f}"
-                        )
-                        window = LossMeter()
-                bar.close()
-                record: dict[str, Any] = {
-                    "stage": stage,
-                    "kind": "epoch",
-                    "epoch": epoch + 1,
-                    "step": global_step,
-                    "lr": lr_now,
-                    **epoch_meter.reduce(dev),
-                }
-                record["time_s"] = time.perf_counter() - epoch_meter.t0
-                improved = False
-                D.broadcast_buffers(model)  # all ranks validate (and resume from) rank 0's saved model
-                if val_set is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-                    res = evaluate(
-                        unwrap_model(net),
-                        predict_fn,
-                        val_set,
-                        batch_size=eval_bs,
-                        device=dev,
-                        num_classes=num_classes,
-                        clips_per_video=val_clips_per_video,
-                        amp=cfg.amp,
-                        num_workers=cfg.num_workers,
-                        label_key=label_key,
-                        collate_fn=collate_fn,
-                        progress=cfg.progress,
-                    )
-                    metrics = res.metrics()
-                    if cfg.select_metric not in metrics:
-                        raise ValueError(
-                            f"select_metric {cfg.select_metric!r} is not one of {sorted(metrics)}"
-                        )
-                    record["val"] = {k: v for k, v in res.to_dict().items() if k != "confusion"}
-                    value = metrics[cfg.select_metric]
-                    improved = best["value"] is None or (not math.isnan(value) and value > best["value"])
-                    if improved:
-                        best = {
-                            "metric": cfg.select_metric,
-                            "value": value,
-                            "epoch": epoch + 1,
-                            "val": record["val"],
-                        }
-                elif val_set is None:
-                    improved = True
-                    best = {"metric": cfg.select_metric, "value": None, "epoch": epoch + 1, "val": None}
-                record["best"] = improved
-                history.append(record)
-                logger.log(record)
-                if D.is_main():
-                    # Without validation "best" is simply the final epoch: written once, after the loop.
-                    if improved and val_set is not None:
-                        save_checkpoint(best_base, model, None, ckpt_meta("best", epoch + 1))
-                    save_checkpoint(last_base, model, optimizer, ckpt_meta("last", epoch + 1))
-                    _log_epoch(stage, record, cfg)
-                D.barrier()
+            for epoch in range(st.start_epoch, cfg.epochs):
+                loader = begin_epoch(st, epoch, train_set, collate_fn)
+                record = run_epoch(st, epoch, loader, loss_fn, label_key)
+                improved = validate(st, epoch, record, predict_fn, val_set, val_args)
+                end_epoch(st, epoch, record, improved, has_val=val_set is not None)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch + 1, record)
     finally:
-        logger.close()
+        st.logger.close()
+    return finish(st, has_val=val_set is not None, restore_best=restore_best)
 
-    final_epoch = max(start_epoch, cfg.epochs)
-    if val_set is None and D.is_main() and last_json.exists():
-        if not best_json.exists() or read_checkpoint_meta(best_base).get("epoch") != final_epoch:
-            # The model holds the final weights here (trained, or loaded from `last` by a resume).
-            save_checkpoint(best_base, model, None, ckpt_meta("best", final_epoch))
-    D.barrier()
-    if restore_best and best_json.exists():
-        load_weights(
-            best_base.with_name("best.safetensors"),
-            model,
-            strict=True,
-            token=read_checkpoint_meta(best_base)["token"],
-        )
-    return StageResult(
-        stage=stage,
-        run_dir=run_dir,
-        epochs_completed=final_epoch if last_json.exists() else 0,
-        global_step=global_step,
-        select_metric=cfg.select_metric,
-        best_epoch=best["epoch"],
-        best_metric=best["value"],
-        best_val=best["val"],
-        best_checkpoint=best_base.with_name("best.safetensors"),
-        last_checkpoint=last_base.with_name("last.safetensors"),
-        history=history,
+
+def begin_epoch(st: StageState, epoch: int, train_set: Dataset, collate_fn: Callable | None) -> DataLoader:
+    """Set the epoch's lr, re-seed every random source from (seed, epoch, rank) and build a fresh loader.
+
+    Epoch randomness depends on (seed, epoch, rank) only: the key to exact resume.
+    """
+    cfg = st.cfg
+    for g in st.optimizer.param_groups:
+        g["lr"] = g["initial_lr"] * lr_factor(cfg, epoch)
+    seed_all(derive_seed(cfg.seed, epoch, st.rank, MAIN))
+    sampler = DistributedSampler(
+        train_set, num_replicas=st.world, rank=st.rank, shuffle=True, seed=cfg.seed, drop_last=False
     )
+    sampler.set_epoch(epoch)
+    if hasattr(train_set, "set_epoch"):
+        train_set.set_epoch(epoch)
+    loader = DataLoader(
+        train_set,
+        batch_size=st.per_rank_batch,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        collate_fn=collate_fn,
+        pin_memory=st.device.type == "cuda",
+        drop_last=cfg.drop_last,
+        worker_init_fn=WorkerSeeder(cfg.seed, epoch, st.rank),
+        generator=epoch_generator(cfg.seed, epoch, st.rank),
+    )
+    if len(loader) == 0:
+        raise UsageError(f"{st.stage}: no full training batch (drop_last with {len(train_set)} samples)")
+    return loader
 
 
-def _dumps(obj: Any) -> str:
-    import json
+def run_epoch(
+    st: StageState, epoch: int, loader: DataLoader, loss_fn: LossFn, label_key: str
+) -> dict[str, Any]:
+    """Train over `loader`, logging a step record every `log_every` steps; return the epoch record."""
+    cfg = st.cfg
+    st.net.train()
+    epoch_meter, window = LossMeter(), LossMeter()
+    lr_now = st.optimizer.param_groups[0]["lr"]
+    bar = tqdm(
+        loader,
+        desc=f"{st.stage} {epoch + 1}/{cfg.epochs}",
+        disable=not (cfg.progress and D.is_main()),
+        dynamic_ncols=True,
+        leave=False,
+    )
+    for batch in bar:
+        batch = move_to_device(batch, st.device)
+        n = batch_size_of(batch, label_key)
+        loss, parts, gnorm = train_step(st, epoch, batch, loss_fn)
+        epoch_meter.add(loss, parts, n, gnorm)
+        window.add(loss, parts, n, gnorm)
+        if st.global_step % cfg.log_every == 0:
+            rec = window.reduce(st.device)
+            st.logger.log(
+                {
+                    "stage": st.stage,
+                    "kind": "step",
+                    "epoch": epoch + 1,
+                    "step": st.global_step,
+                    "lr": lr_now,
+                    **rec,
+                }
+            )
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr_now:.2e}", sps=f"{rec['samples_per_s']:.1f}")
+            window = LossMeter()
+    bar.close()
+    record: dict[str, Any] = {
+        "stage": st.stage,
+        "kind": "epoch",
+        "epoch": epoch + 1,
+        "step": st.global_step,
+        "lr": lr_now,
+        **epoch_meter.reduce(st.device),
+    }
+    record["time_s"] = time.perf_counter() - epoch_meter.t0
+    return record
 
-    return json.dumps(to_jsonable(obj), indent=1, allow_nan=True)
+
+def train_step(
+    st: StageState, epoch: int, batch: dict, loss_fn: LossFn
+) -> tuple[Tensor, dict[str, Any], Tensor | None]:
+    """One optimizer step: loss under autocast (a scalar, finite), backward, optional clipping, update.
+    Returns (loss, parts, gradient norm before clipping or None)."""
+    with autocast_ctx(st.device, st.cfg.amp):
+        loss, parts = loss_fn(st.net, batch)
+    if not isinstance(loss, Tensor) or loss.ndim != 0:
+        raise ValueError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}")
+    if not bool(torch.isfinite(loss)):
+        shown = {k: float(v) for k, v in parts.items()}
+        raise FloatingPointError(
+            f"{st.stage}: non-finite loss {loss.item()} at epoch {epoch + 1}, "
+            f"step {st.global_step + 1}; parts {shown}"
+        )
+    st.net.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = None
+    if st.cfg.grad_clip is not None:
+        gnorm = torch.nn.utils.clip_grad_norm_(st.flat_params, st.cfg.grad_clip)
+    st.optimizer.step()
+    st.global_step += 1
+    return loss, parts, gnorm
 
 
-def _warn_config_drift(saved: dict[str, Any], cfg: TrainConfig) -> None:
-    """Resuming with different optimisation settings is allowed (e.g. more epochs) but worth a warning."""
-    harmless = {"epochs", "progress", "log_every", "num_workers", "tensorboard", "device", "eval_batch_size"}
-    now = cfg.to_dict()
-    changed = sorted(k for k in now if k not in harmless and k in saved and saved[k] != now[k])
-    if changed and D.is_main():
-        log.warning("resuming with changed settings %s: the run will not replay the original one", changed)
+def validate(
+    st: StageState,
+    epoch: int,
+    record: dict[str, Any],
+    predict_fn: PredictFn,
+    val_set: Dataset | None,
+    val_args: dict[str, Any],
+) -> bool:
+    """Validate when due (adds `record["val"]`) and update `st.best`; True when this epoch is the new best.
+    Without a validation set every epoch is the best so far (the last one wins)."""
+    cfg = st.cfg
+    D.broadcast_buffers(st.model)  # all ranks validate (and resume from) rank 0's saved model
+    if val_set is None:
+        st.best = {"metric": cfg.select_metric, "value": None, "epoch": epoch + 1, "val": None}
+        return True
+    if (epoch + 1) % cfg.eval_every != 0 and epoch + 1 != cfg.epochs:
+        return False
+    res = evaluate(unwrap_model(st.net), predict_fn, val_set, **val_args)
+    metrics = res.metrics()
+    if cfg.select_metric not in metrics:
+        raise UsageError(f"select_metric {cfg.select_metric!r} is not one of {sorted(metrics)}")
+    record["val"] = {k: v for k, v in res.to_dict().items() if k != "confusion"}
+    value = metrics[cfg.select_metric]
+    improved = st.best["value"] is None or (not math.isnan(value) and value > st.best["value"])
+    if improved:
+        st.best = {"metric": cfg.select_metric, "value": value, "epoch": epoch + 1, "val": record["val"]}
+    return improved
+
+
+def end_epoch(st: StageState, epoch: int, record: dict[str, Any], improved: bool, has_val: bool) -> None:
+    """Log the epoch record; rank 0 writes `best` (if improved) and `last`; then all ranks meet."""
+    record["best"] = improved
+    st.history.append(record)
+    st.logger.log(record)
+    if D.is_main():
+        # Without validation "best" is simply the final epoch: written once, by `finish`.
+        if improved and has_val:
+            save_checkpoint(st.best_base, st.model, None, st.checkpoint_meta("best", epoch + 1))
+        save_checkpoint(st.last_base, st.model, st.optimizer, st.checkpoint_meta("last", epoch + 1))
+        _log_epoch(st.stage, record, st.cfg)
+    D.barrier()
+
+
+def finish(st: StageState, has_val: bool, restore_best: bool) -> StageResult:
+    """Write `best` of a run without validation, load the best weights if asked, and sum the stage up."""
+    final_epoch = max(st.start_epoch, st.cfg.epochs)
+    if not has_val and D.is_main() and st.last_json.exists():
+        if not st.best_json.exists() or read_checkpoint_meta(st.best_base).get("epoch") != final_epoch:
+            # The model holds the final weights here (trained, or loaded from `last` by a resume).
+            save_checkpoint(st.best_base, st.model, None, st.checkpoint_meta("best", final_epoch))
+    D.barrier()
+    best_file = st.best_base.with_name("best.safetensors")
+    if restore_best and st.best_json.exists():
+        load_weights(best_file, st.model, strict=True, token=read_checkpoint_meta(st.best_base)["token"])
+    return StageResult(
+        stage=st.stage,
+        run_dir=st.run_dir,
+        epochs_completed=final_epoch if st.last_json.exists() else 0,
+        global_step=st.global_step,
+        select_metric=st.cfg.select_metric,
+        best_epoch=st.best["epoch"],
+        best_metric=st.best["value"],
+        best_val=st.best["val"],
+        best_checkpoint=best_file,
+        last_checkpoint=st.last_base.with_name("last.safetensors"),
+        history=st.history,
+    )
 
 
 def _log_epoch(stage: str, record: dict[str, Any], cfg: TrainConfig) -> None:

@@ -34,7 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .fusion import register_fusion
+from .errors import ModelConfigError, ModelInputError, UnknownNameError
+from .fusion_registry import register_fusion
 from .stream import StreamOutput
 
 __all__ = ["AttentionFusion", "attention_fusion_cost"]
@@ -98,18 +99,18 @@ class AttentionFusion(nn.Module):
         super().__init__()
         self.streams = tuple(streams)
         if len(self.streams) < 2:
-            raise ValueError(f"attention fusion needs at least 2 streams to weigh, got {self.streams}")
+            raise ModelConfigError(f"attention fusion needs at least 2 streams to weigh, got {self.streams}")
         missing = [s for s in self.streams if s not in feature_dims]
         if missing:
-            raise ValueError(f"attention fusion: no feature_dims for stream(s) {missing}")
+            raise ModelConfigError(f"attention fusion: no feature_dims for stream(s) {missing}")
         dims = {feature_dims[s] for s in self.streams}
         if len(dims) != 1:
-            raise ValueError(
+            raise ModelConfigError(
                 f"attention fusion needs one feature width for all streams, got "
                 f"{ {s: feature_dims[s] for s in self.streams} }"
             )
         if reduction < 1:
-            raise ValueError(f"reduction must be >= 1, got {reduction}")
+            raise ModelConfigError(f"reduction must be >= 1, got {reduction}")
         self.channels = dims.pop()
         self.reduction = reduction
         self.num_classes = num_classes
@@ -133,7 +134,7 @@ class AttentionFusion(nn.Module):
         """Per fused stream the feature ``key`` (zeros for streams not run), the run mask (S,), and B, T."""
         present = [s for s in self.streams if s in outputs]
         if not present:
-            raise ValueError(
+            raise ModelInputError(
                 f"attention fusion got none of its streams {self.streams}; got {sorted(outputs)}"
             )
         ref = outputs[present[0]]
@@ -145,9 +146,9 @@ class AttentionFusion(nn.Module):
                 continue
             f = outputs[s].features.get(key)
             if f is None:
-                raise KeyError(f"attention fusion needs features[{key!r}] of stream {s!r}")
+                raise UnknownNameError(f"attention fusion needs features[{key!r}] of stream {s!r}")
             if f.shape[0] != b * t or f.shape[1] != self.channels:
-                raise ValueError(
+                raise ModelInputError(
                     f"stream {s!r} features[{key!r}] has shape {tuple(f.shape)}; expected ({b * t}, "
                     f"{self.channels}, ...) for B={b}, T={t}"
                 )

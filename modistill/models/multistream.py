@@ -8,9 +8,11 @@ ReLU and ``m`` = the source's unit-1 output *after* its ReLU:
 - ``variant="paper"`` (eq. 2, Feichtenhofer's st-resnet):  x_{l+1} = relu( relu(a) + F(a ⊙ m) )
 - ``variant="released"`` (Garcia's TensorFlow code):        x_{l+1} = relu( relu(a) + F(relu(a) + a ⊙ m) )
 
-where F is unit 2's residual branch (it also holds the temporal conv). Gradients flow into both streams (into
-the source through ``m``) unless the source is frozen. Direction is free: depth -> rgb is the paper's, rgb ->
-depth (supplement Table 1) is just another :class:`Connection`.
+where F is unit 2's residual branch (it also holds the temporal conv). The two forms are the plain tensor
+functions :func:`~modistill.models.connections.eq2_paper` and
+:func:`~modistill.models.connections.eq2_released` (connections.py, which also defines :class:`Connection`).
+Gradients flow into both streams (into the source through ``m``) unless the source is frozen. Direction is
+free: depth -> rgb is the paper's, rgb -> depth (supplement Table 1) is just another :class:`Connection`.
 
 One source per target and stage: two connections into the same (target, stage) are rejected at construction
 (why: the paper defines only a single injected signal; a product of several is not a published design). A
@@ -19,29 +21,38 @@ are computed for every stream of a stage before any unit 2 runs, so the order of
 
 The streams run in lock-step stage by stage so that the connections can be applied; a connection is active
 only when both its ends are run, so e.g. a hallucination stream can be evaluated on RGB alone.
+
+Construction never loads weights: every stream starts from random (He) init with identity temporal convs.
+ImageNet weights are loaded afterwards, per stream, with
+:func:`~modistill.models.pretrained.load_pretrained` (``load_pretrained(net.streams[name], path)``).
+
+Registered models (registry.py): ``twostream_resnet18/34/50``, a :class:`MultiStreamNet` with streams ``rgb``
+and ``depth`` (reading batch keys ``"rgb"`` and ``"depth"``), depth -> rgb connections at all four stages and
+mean late fusion: the paper's step-2 teacher (Garcia et al. 2018 §3.2; the paper uses ResNet-50).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .fusion import create_fusion
+from .connections import VARIANTS, Connection, connection_branch
+from .errors import ModelConfigError, ModelInputError, UnknownNameError
+from .fusion_registry import create_fusion
+from .registry import register_model
 from .resnet import STAGE_NAMES
 from .stream import StreamOutput, VideoStream
 
-__all__ = ["StreamSpec", "Connection", "MultiStreamNet", "MultiStreamOutput"]
-
-VARIANTS = ("paper", "released")
+__all__ = ["StreamSpec", "Connection", "MultiStreamNet", "MultiStreamOutput", "VARIANTS"]
 
 
 @dataclass(frozen=True)
 class StreamSpec:
-    """How to build one stream.
+    """How to build one stream (architecture only: weights are loaded separately, see ``load_pretrained``).
 
     Attributes:
         backbone: registered 2D ResNet name: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` (the paper's).
@@ -49,7 +60,6 @@ class StreamSpec:
         width: channel multiplier of the backbone.
         in_channels: channels per frame of that modality.
         temporal: add the identity-initialised temporal convs (REF §1).
-        pretrained: optional local ImageNet checkpoint loaded into the backbone (see pretrained.py).
     """
 
     backbone: str = "resnet50"
@@ -57,33 +67,6 @@ class StreamSpec:
     width: float = 1.0
     in_channels: int = 3
     temporal: bool = True
-    pretrained: str | None = None
-
-
-@dataclass(frozen=True)
-class Connection:
-    """A cross-stream multiplicative connection ``source -> target`` at ``stages`` (subset of 1..4)."""
-
-    source: str
-    target: str
-    stages: tuple[int, ...] = (1, 2, 3, 4)
-    variant: Literal["paper", "released"] = "paper"
-
-    def __post_init__(self) -> None:
-        stages = tuple(int(s) for s in self.stages)
-        object.__setattr__(self, "stages", stages)
-        if self.source == self.target:
-            raise ValueError(f"connection source and target are the same stream {self.source!r}")
-        if not stages or any(s not in (1, 2, 3, 4) for s in stages) or len(set(stages)) != len(stages):
-            raise ValueError(
-                f"connection {self.source}->{self.target}: stages must be distinct values in 1..4, "
-                f"got {stages}"
-            )
-        if self.variant not in VARIANTS:
-            raise ValueError(
-                f"connection {self.source}->{self.target}: variant must be one of {VARIANTS}, "
-                f"got {self.variant!r}"
-            )
 
 
 @dataclass
@@ -121,15 +104,15 @@ class MultiStreamNet(nn.Module):
     ) -> None:
         super().__init__()
         if not streams:
-            raise ValueError("MultiStreamNet needs at least one stream")
+            raise ModelConfigError("MultiStreamNet needs at least one stream")
         for name in streams:
             if not name or "." in name:
-                raise ValueError(f"invalid stream name {name!r} (non-empty, no '.')")
+                raise ModelConfigError(f"invalid stream name {name!r} (non-empty, no '.')")
         self.specs: dict[str, StreamSpec] = dict(streams)
         self.num_classes = num_classes
         self.streams = nn.ModuleDict()
-        for name, spec in self.specs.items():
-            stream = VideoStream(
+        for name, spec in self.specs.items():  # streams are built (and draw their init) in `streams` order
+            self.streams[name] = VideoStream(
                 spec.backbone,
                 num_classes=num_classes,
                 in_channels=spec.in_channels,
@@ -137,58 +120,62 @@ class MultiStreamNet(nn.Module):
                 temporal=spec.temporal,
                 channels_last=channels_last,
             )
-            if spec.pretrained:
-                from .pretrained import load_pretrained
-
-                load_pretrained(stream, spec.pretrained)
-            self.streams[name] = stream
         self.connections: list[Connection] = list(connections)
-        self._by_target: dict[tuple[str, int], Connection] = {}
-        for c in self.connections:
+        self._by_target: dict[tuple[str, int], Connection] = self._index_connections(self.connections)
+        self.fuse: tuple[str, ...] = tuple(fuse) if fuse is not None else tuple(self.specs)
+        unknown = [n for n in self.fuse if n not in self.specs]
+        if unknown or not self.fuse or len(set(self.fuse)) != len(self.fuse):
+            raise ModelConfigError(
+                f"fuse must list distinct known streams {list(self.specs)}, got {list(self.fuse)}"
+            )
+        self.fusion = self._build_fusion(fusion, fusion_options)
+        self._frozen: set[str] = set()
+
+    def _index_connections(self, connections: list[Connection]) -> dict[tuple[str, int], Connection]:
+        """Check each connection; map (target, stage) -> its one incoming connection."""
+        by_target: dict[tuple[str, int], Connection] = {}
+        for c in connections:
             self._check_connection(c)
             for s in c.stages:
-                if (c.target, s) in self._by_target:
-                    other = self._by_target[(c.target, s)]
-                    raise ValueError(
+                if (c.target, s) in by_target:
+                    other = by_target[(c.target, s)]
+                    raise ModelConfigError(
                         f"stream {c.target!r} already receives a connection from {other.source!r} at "
                         f"stage {s}; a second one from {c.source!r} is not supported (one source per "
                         "target and stage)"
                     )
-                self._by_target[(c.target, s)] = c
-        self.fuse: tuple[str, ...] = tuple(fuse) if fuse is not None else tuple(self.specs)
-        unknown = [n for n in self.fuse if n not in self.specs]
-        if unknown or not self.fuse or len(set(self.fuse)) != len(self.fuse):
-            raise ValueError(
-                f"fuse must list distinct known streams {list(self.specs)}, got {list(self.fuse)}"
-            )
-        if isinstance(fusion, str):
-            feature_dims = {n: self.streams[n].backbone.feature_dim for n in self.fuse}
-            fusion = create_fusion(
-                fusion,
-                streams=self.fuse,
-                num_classes=num_classes,
-                feature_dims=feature_dims,
-                **(fusion_options or {}),
-            )
-        elif fusion_options:
-            raise ValueError("fusion_options only apply when fusion is given by name")
-        self.fusion = fusion
-        self._frozen: set[str] = set()
+                by_target[(c.target, s)] = c
+        return by_target
 
     def _check_connection(self, c: Connection) -> None:
         for end in (c.source, c.target):
             if end not in self.specs:
-                raise ValueError(
+                raise ModelConfigError(
                     f"connection {c.source}->{c.target}: unknown stream {end!r}; streams: {list(self.specs)}"
                 )
         src = self.streams[c.source].backbone.stage_channels()
         dst = self.streams[c.target].backbone.stage_channels()
         for s in c.stages:
             if src[s - 1] != dst[s - 1]:
-                raise ValueError(
+                raise ModelConfigError(
                     f"connection {c.source}->{c.target} at stage {s}: channel counts differ "
                     f"({src[s - 1]} vs {dst[s - 1]}); connected streams need the same backbone and width"
                 )
+
+    def _build_fusion(self, fusion: str | nn.Module, options: Mapping[str, Any] | None) -> nn.Module:
+        """The fusion module: built from the registry when given by name (after the streams: init order)."""
+        if isinstance(fusion, str):
+            feature_dims = {n: self.streams[n].backbone.feature_dim for n in self.fuse}
+            return create_fusion(
+                fusion,
+                streams=self.fuse,
+                num_classes=self.num_classes,
+                feature_dims=feature_dims,
+                **(options or {}),
+            )
+        if options:
+            raise ModelConfigError("fusion_options only apply when fusion is given by name")
+        return fusion
 
     # ----------------------------------------------------------------------------------------------- freezing
     @property
@@ -221,7 +208,7 @@ class MultiStreamNet(nn.Module):
 
     def _stream(self, name: str) -> VideoStream:
         if name not in self.streams:
-            raise KeyError(f"unknown stream {name!r}; streams: {list(self.streams)}")
+            raise UnknownNameError(f"unknown stream {name!r}; streams: {list(self.streams)}")
         return self.streams[name]  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------------------------------ forward
@@ -236,55 +223,140 @@ class MultiStreamNet(nn.Module):
         Returns per-stream outputs and ``logits`` (B, K): the fusion of the run streams listed in ``fuse``;
         when none of those is run, the mean of the run streams' video logits.
         """
-        names = list(self.streams) if streams is None else list(streams)
-        if not names:
-            raise ValueError("no streams to run")
-        if len(set(names)) != len(names):
-            raise ValueError(f"streams listed twice in {names}")
-        for n in names:
-            if n not in self.streams:
-                raise KeyError(f"unknown stream {n!r}; streams: {list(self.streams)}")
-            if self.specs[n].modality not in batch:
-                raise KeyError(
-                    f"stream {n!r} reads modality {self.specs[n].modality!r}, which is not in the batch "
-                    f"(batch keys: {sorted(batch)})"
-                )
-        run = set(names)
-        clips = {n: batch[self.specs[n].modality] for n in names}
-        for n in names:
-            if clips[n].dim() != 5:
-                raise ValueError(
-                    f"stream {n!r}: expected clips (B, T, C, H, W), got shape {tuple(clips[n].shape)}"
-                )
-        incoming = {k: c for k, c in self._by_target.items() if c.source in run and c.target in run}
-        for (tgt, _), c in incoming.items():
-            if clips[c.source].shape[:2] != clips[tgt].shape[:2]:
-                raise ValueError(
-                    f"connection {c.source}->{tgt}: clips differ in (B, T): "
-                    f"{tuple(clips[c.source].shape[:2])} vs {tuple(clips[tgt].shape[:2])}"
-                )
+        clips = self._select_clips(batch, streams)
+        names = list(clips)
+        incoming = self._incoming(clips)
+        frames = {n: clips[n].shape[1] for n in names}
         x = {n: self._stream(n).stem(clips[n]) for n in names}
         feats: dict[str, dict[str, Tensor]] = {n: {} for n in names}
         for stage in range(1, 5):
-            pre = {n: self._stream(n).unit0(stage, x[n]) for n in names}  # unit-1 outputs before their ReLU
-            post = {n: torch.relu(p) for n, p in pre.items()}
+            x = self._run_stage(stage, x, frames, incoming)
             for n in names:
-                branch = None
-                c = incoming.get((n, stage))
-                if c is not None:
-                    a, m = pre[n], post[c.source]
-                    if a.shape != m.shape:
-                        raise ValueError(
-                            f"connection {c.source}->{n} at stage {stage}: feature shapes differ "
-                            f"{tuple(m.shape)} vs {tuple(a.shape)} (inputs must have equal size)"
-                        )
-                    branch = a * m if c.variant == "paper" else post[n] + a * m
-                x[n] = self._stream(n).rest(stage, post[n], clips[n].shape[1], branch)
                 feats[n][STAGE_NAMES[stage - 1]] = x[n]
-        outs = {n: self._stream(n).head(x[n], clips[n].shape[0], clips[n].shape[1], feats[n]) for n in names}
-        fused = tuple(n for n in self.fuse if n in run)
+        outs = {n: self._stream(n).head(x[n], clips[n].shape[0], frames[n], feats[n]) for n in names}
+        fused = tuple(n for n in self.fuse if n in outs)
         if fused:
             logits = self.fusion({n: outs[n] for n in fused})
         else:
             logits = torch.stack([o.video_logits for o in outs.values()]).mean(dim=0)
         return MultiStreamOutput(streams=outs, logits=logits, fused=fused)
+
+    def _select_clips(self, batch: Mapping[str, Tensor], streams: Sequence[str] | None) -> dict[str, Tensor]:
+        """Check the run list and the batch; return run stream -> its clips (B, T, C, H, W), in run order."""
+        names = list(self.streams) if streams is None else list(streams)
+        if not names:
+            raise ModelInputError("no streams to run")
+        if len(set(names)) != len(names):
+            raise ModelInputError(f"streams listed twice in {names}")
+        for n in names:
+            if n not in self.streams:
+                raise UnknownNameError(f"unknown stream {n!r}; streams: {list(self.streams)}")
+            if self.specs[n].modality not in batch:
+                raise UnknownNameError(
+                    f"stream {n!r} reads modality {self.specs[n].modality!r}, which is not in the batch "
+                    f"(batch keys: {sorted(batch)})"
+                )
+        clips = {n: batch[self.specs[n].modality] for n in names}
+        for n in names:
+            if clips[n].dim() != 5:
+                raise ModelInputError(
+                    f"stream {n!r}: expected clips (B, T, C, H, W), got shape {tuple(clips[n].shape)}"
+                )
+        return clips
+
+    def _incoming(self, clips: Mapping[str, Tensor]) -> dict[tuple[str, int], Connection]:
+        """(target, stage) -> the active connection into it (both ends run), with equal (B, T) checked."""
+        incoming = {k: c for k, c in self._by_target.items() if c.source in clips and c.target in clips}
+        for (tgt, _), c in incoming.items():
+            if clips[c.source].shape[:2] != clips[tgt].shape[:2]:
+                raise ModelInputError(
+                    f"connection {c.source}->{tgt}: clips differ in (B, T): "
+                    f"{tuple(clips[c.source].shape[:2])} vs {tuple(clips[tgt].shape[:2])}"
+                )
+        return incoming
+
+    def _run_stage(
+        self,
+        stage: int,
+        x: dict[str, Tensor],
+        frames: Mapping[str, int],
+        incoming: Mapping[tuple[str, int], Connection],
+    ) -> dict[str, Tensor]:
+        """One stage of every run stream, (B*T, C, h, w) in and out, with eq. 2 applied before unit 2.
+
+        Unit 1 runs for all streams first, so a connection always multiplies unit-1 outputs whatever the
+        stream order.
+        """
+        pre = {n: self._stream(n).unit0(stage, x[n]) for n in x}  # unit-1 outputs before their ReLU
+        post = {n: torch.relu(p) for n, p in pre.items()}
+        out: dict[str, Tensor] = {}
+        for n in x:
+            branch = None
+            c = incoming.get((n, stage))
+            if c is not None:
+                a, m = pre[n], post[c.source]
+                if a.shape != m.shape:
+                    raise ModelInputError(
+                        f"connection {c.source}->{n} at stage {stage}: feature shapes differ "
+                        f"{tuple(m.shape)} vs {tuple(a.shape)} (inputs must have equal size)"
+                    )
+                branch = connection_branch(c.variant, a, m, relu_a=post[n])
+            out[n] = self._stream(n).rest(stage, post[n], frames[n], branch)
+        return out
+
+
+# ------------------------------------------------------------------------------------------ registered models
+def _twostream(
+    base: str,
+    num_classes: int,
+    width: float,
+    in_channels: int,
+    connections: bool,
+    variant: str,
+    temporal: bool,
+) -> MultiStreamNet:
+    specs = {
+        m: StreamSpec(backbone=base, modality=m, width=width, in_channels=in_channels, temporal=temporal)
+        for m in ("rgb", "depth")
+    }
+    conns = [Connection("depth", "rgb", (1, 2, 3, 4), variant)] if connections else []  # type: ignore[arg-type]
+    return MultiStreamNet(specs, num_classes, conns, fusion="mean")
+
+
+@register_model("twostream_resnet18")
+def twostream_resnet18(
+    num_classes: int = 60,
+    width: float = 1.0,
+    in_channels: int = 3,
+    connections: bool = True,
+    variant: str = "paper",
+    temporal: bool = True,
+) -> MultiStreamNet:
+    """rgb + depth resnet18 streams, depth->rgb connections at stages 1-4, mean fusion."""
+    return _twostream("resnet18", num_classes, width, in_channels, connections, variant, temporal)
+
+
+@register_model("twostream_resnet34")
+def twostream_resnet34(
+    num_classes: int = 60,
+    width: float = 1.0,
+    in_channels: int = 3,
+    connections: bool = True,
+    variant: str = "paper",
+    temporal: bool = True,
+) -> MultiStreamNet:
+    """rgb + depth resnet34 streams, depth->rgb connections at stages 1-4, mean fusion."""
+    return _twostream("resnet34", num_classes, width, in_channels, connections, variant, temporal)
+
+
+@register_model("twostream_resnet50")
+def twostream_resnet50(
+    num_classes: int = 60,
+    width: float = 1.0,
+    in_channels: int = 3,
+    connections: bool = True,
+    variant: str = "paper",
+    temporal: bool = True,
+) -> MultiStreamNet:
+    """rgb + depth resnet50 streams, depth->rgb connections at stages 1-4, mean fusion."""
+    return _twostream("resnet50", num_classes, width, in_channels, connections, variant, temporal)

@@ -3,6 +3,10 @@
 REF §1/§3: every stream is ImageNet-initialised in the paper, the depth stream included (jet-coloured depth is
 a 3-channel image). No download happens here: the caller gives a local file.
 
+This is the one place weights are loaded: model constructors (``ResNet``, ``VideoStream``, ``MultiStreamNet``)
+always build random (He) / identity-initialised models, and the caller (e.g. the pipeline runner, for each
+stream whose init is ``pretrained``) calls ``load_pretrained(net.streams[name], path)`` afterwards.
+
 - Formats: ``.safetensors`` (safetensors.torch.load_file) or anything else via
   ``torch.load(weights_only=True)``
   (``.pth``/``.pt``/``.bin``).
@@ -19,8 +23,9 @@ a 3-channel image). No download happens here: the caller gives a local file.
   RGB.
 - ``num_batches_tracked`` buffers missing from the file are tolerated (some exported checkpoints drop them;
   they are step counters, not weights) and keep the model's values.
-- Anything else missing, unexpected or mis-shaped raises one ValueError that names the file and lists the
-  keys.
+- Anything else missing, unexpected or mis-shaped raises one ``CheckpointError`` (a ``ModistillError`` and a
+  ``ValueError``) that names the file and lists the keys; a missing file raises ``CheckpointNotFoundError``
+  (also a ``FileNotFoundError``).
 - A :class:`VideoStream` receives the weights in its ``backbone``; its temporal convs are left as they are
   (identity-initialised).
 """
@@ -34,6 +39,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .errors import CheckpointError, CheckpointNotFoundError
 from .resnet import ResNet
 from .stream import VideoStream
 
@@ -58,7 +64,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a checkpoint file; return the flat weights dict (nesting unwrapped, common prefixes stripped)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained checkpoint not found: {path}")
+        raise CheckpointNotFoundError(f"pretrained checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -67,7 +73,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle errors come in many types; name the file in any case
-            raise ValueError(f"{path}: cannot read as a torch checkpoint (weights_only=True): {exc}") from exc
+            raise CheckpointError(
+                f"{path}: cannot read as a torch checkpoint (weights_only=True): {exc}"
+            ) from exc
     sd = _unwrap(obj, path)
     changed = True
     while changed and sd:
@@ -82,25 +90,27 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 def _unwrap(obj: object, path: Path) -> dict[str, Tensor]:
     for _ in range(8):  # bounded: checkpoints nest a few levels at most
         if not isinstance(obj, Mapping):
-            raise ValueError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+            raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
         if obj and all(isinstance(v, Tensor) for v in obj.values()):
             return {str(k): v for k, v in obj.items()}
         nested = [k for k in _NEST_KEYS if isinstance(obj.get(k), Mapping)]
         if not nested:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: no weights dict found (top-level keys: {sorted(map(str, obj))[:20]}; "
                 f"looked for a dict of tensors or one of {_NEST_KEYS})"
             )
         obj = obj[nested[0]]
-    raise ValueError(f"{path}: weights nested too deeply")
+    raise CheckpointError(f"{path}: weights nested too deeply")
 
 
 def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
     """Load ImageNet ResNet weights from ``path`` into a :class:`ResNet` or a :class:`VideoStream`.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: unreadable file, or keys missing / unexpected / mis-shaped (all listed in the message).
+        CheckpointNotFoundError (a FileNotFoundError): no such file.
+        CheckpointError (a ValueError): unreadable file, or keys missing / unexpected / mis-shaped (all
+            listed in the message).
+        TypeError: ``model`` is neither a ResNet nor a VideoStream.
     """
     if isinstance(model, VideoStream):
         target: ResNet = model.backbone
@@ -146,7 +156,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
             parts.append(f"unexpected ({len(unexpected)}): {', '.join(unexpected)}")
         if mis_shaped:
             parts.append(f"mis-shaped ({len(mis_shaped)}): {'; '.join(mis_shaped)}")
-        raise ValueError(f"{path}: checkpoint does not fit the model — " + " | ".join(parts))
+        raise CheckpointError(f"{path}: checkpoint does not fit the model — " + " | ".join(parts))
     if report.reinitialised:
         target.fc.reset_parameters()
         fc_state = target.state_dict()

@@ -3,7 +3,7 @@
 Layout facts follow torchvision's `resnet.py` ("v1.5": the stride of a bottleneck sits on its 3x3 conv, stride
 on the first unit of stages 2-4, a 1x1 conv + BN "downsample" on the skip path where the shape changes). At
 width 1.0 the state_dict keys and shapes equal torchvision's, so ImageNet checkpoints load unchanged (see
-pretrained.py).
+pretrained.py). ``resnet18/34/50`` register themselves in the model registry (registry.py) under those names.
 
 Unlike torchvision, each residual unit can also
 
@@ -20,6 +20,9 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from .errors import ModelConfigError, ModelInputError
+from .registry import register_model
 
 # A temporal op maps a per-frame batch (B*T, C, H, W) to the same shape, given T.
 TemporalOp = Callable[[Tensor, int], Tensor]
@@ -147,9 +150,11 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 1 or in_channels < 1:
-            raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes} and {in_channels}")
+            raise ModelConfigError(
+                f"num_classes and in_channels must be >= 1, got {num_classes} and {in_channels}"
+            )
         if not width > 0:
-            raise ValueError(f"width must be > 0, got {width}")
+            raise ModelConfigError(f"width must be > 0, got {width}")
         base = max(1, int(round(64 * width)))
         self.block_type = block
         self.num_classes = num_classes
@@ -219,10 +224,11 @@ class ResNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(N, C_in, H, W) -> logits (N, num_classes)."""
         if x.dim() != 4:
-            raise ValueError(f"ResNet expects images (N, C, H, W), got shape {tuple(x.shape)}")
+            raise ModelInputError(f"ResNet expects images (N, C, H, W), got shape {tuple(x.shape)}")
         return self.fc(self.forward_features(x))
 
 
+@register_model("resnet18")
 def resnet18(num_classes: int = 1000, in_channels: int = 3, width: float = 1.0) -> ResNet:
     """ResNet-18 (basic blocks, 2-2-2-2), torchvision layout.
 
@@ -231,6 +237,7 @@ def resnet18(num_classes: int = 1000, in_channels: int = 3, width: float = 1.0) 
     return ResNet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels, width)
 
 
+@register_model("resnet34")
 def resnet34(num_classes: int = 1000, in_channels: int = 3, width: float = 1.0) -> ResNet:
     """ResNet-34 (basic blocks, 3-4-6-3), torchvision layout.
 
@@ -239,6 +246,7 @@ def resnet34(num_classes: int = 1000, in_channels: int = 3, width: float = 1.0) 
     return ResNet(BasicBlock, (3, 4, 6, 3), num_classes, in_channels, width)
 
 
+@register_model("resnet50")
 def resnet50(num_classes: int = 1000, in_channels: int = 3, width: float = 1.0) -> ResNet:
     """ResNet-50 (bottlenecks, 3-4-6-3), torchvision layout (v1.5: stride on the 3x3 conv).
 

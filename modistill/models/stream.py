@@ -9,6 +9,8 @@ The stream holds the untouched 2D backbone as ``backbone`` (torchvision-compatib
 (keys ``temporal.layer1.weight`` ...). The stage-by-stage methods (``stem`` / ``unit0`` / ``rest`` / ``head``)
 exist so that :class:`~modistill.models.multistream.MultiStreamNet` can run several streams in lock-step and
 apply cross-stream connections between unit 1 and unit 2 of a stage; ``forward`` uses the same methods.
+
+Registered models (registry.py): ``stream_resnet18/34/50``, a stream over that backbone.
 """
 
 from __future__ import annotations
@@ -18,10 +20,19 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from .errors import ModelInputError
+from .registry import create_model, register_model
 from .resnet import STAGE_NAMES, ResNet
 from .temporal import TemporalConv
 
-__all__ = ["StreamOutput", "VideoStream", "TEMPORAL_UNIT"]
+__all__ = [
+    "StreamOutput",
+    "VideoStream",
+    "TEMPORAL_UNIT",
+    "stream_resnet18",
+    "stream_resnet34",
+    "stream_resnet50",
+]
 
 # Index of the residual unit (within each stage) that holds the temporal conv and receives connections (the
 # 2nd unit, REF §1).
@@ -67,8 +78,6 @@ class VideoStream(nn.Module):
     ) -> None:
         super().__init__()
         if isinstance(backbone, str):
-            from .registry import create_model
-
             backbone = create_model(backbone, num_classes=num_classes, in_channels=in_channels, width=width)
         if not isinstance(backbone, ResNet):
             raise TypeError(f"VideoStream needs a modistill ResNet backbone, got {type(backbone).__name__}")
@@ -94,10 +103,12 @@ class VideoStream(nn.Module):
     def stem(self, clips: Tensor) -> Tensor:
         """(B, T, C, H, W) -> stem output (B*T, C0, H/4, W/4)."""
         if clips.dim() != 5:
-            raise ValueError(f"VideoStream expects clips (B, T, C, H, W), got shape {tuple(clips.shape)}")
+            raise ModelInputError(
+                f"VideoStream expects clips (B, T, C, H, W), got shape {tuple(clips.shape)}"
+            )
         b, t, c, h, w = clips.shape
         if c != self.in_channels:
-            raise ValueError(
+            raise ModelInputError(
                 f"stream expects {self.in_channels} input channels, clips have {c} "
                 f"(shape {tuple(clips.shape)})"
             )
@@ -149,3 +160,39 @@ def _temporal_channels(stage: nn.Sequential) -> int:
     unit = stage[TEMPORAL_UNIT]
     conv = unit.conv2 if hasattr(unit, "conv3") else unit.conv1
     return int(conv.out_channels)
+
+
+@register_model("stream_resnet18")
+def stream_resnet18(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    width: float = 1.0,
+    temporal: bool = True,
+    channels_last: bool = True,
+) -> VideoStream:
+    """VideoStream over a resnet18 backbone with identity-initialised temporal convs (clips)."""
+    return VideoStream("resnet18", num_classes, in_channels, width, temporal, channels_last)
+
+
+@register_model("stream_resnet34")
+def stream_resnet34(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    width: float = 1.0,
+    temporal: bool = True,
+    channels_last: bool = True,
+) -> VideoStream:
+    """VideoStream over a resnet34 backbone with identity-initialised temporal convs (clips)."""
+    return VideoStream("resnet34", num_classes, in_channels, width, temporal, channels_last)
+
+
+@register_model("stream_resnet50")
+def stream_resnet50(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    width: float = 1.0,
+    temporal: bool = True,
+    channels_last: bool = True,
+) -> VideoStream:
+    """VideoStream over a resnet50 backbone with identity-initialised temporal convs (clips)."""
+    return VideoStream("resnet50", num_classes, in_channels, width, temporal, channels_last)

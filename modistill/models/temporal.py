@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import ModelInputError
+
 __all__ = ["TemporalConv"]
 
 
@@ -51,9 +53,9 @@ class TemporalConv(nn.Module):
         """(B*T, C, H, W) with T = ``frames`` consecutive per clip -> (B*T, C, H, W)."""
         n, c, h, w = x.shape
         if c != self.channels:
-            raise ValueError(f"TemporalConv has {self.channels} channels, got input with {c}")
+            raise ModelInputError(f"TemporalConv has {self.channels} channels, got input with {c}")
         if frames < 1 or n % frames:
-            raise ValueError(f"batch of {n} frames is not a whole number of clips of T={frames}")
+            raise ModelInputError(f"batch of {n} frames is not a whole number of clips of T={frames}")
         v = x.reshape(-1, frames, c, h * w).transpose(1, 2)  # (B, C, T, H*W), a view; -1 keeps B dynamic
         y = F.conv2d(v, self.weight, padding=(1, 0))  # zero padding in time
         return y.transpose(1, 2).reshape(n, c, h, w)

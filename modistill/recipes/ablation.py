@@ -11,6 +11,7 @@ method's variants.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from modistill.core.config import apply_overrides
 
 from .experiment import ExperimentConfig
 
-__all__ = ["Variant", "VARIANTS", "SETS", "resolve_variants", "variant_config"]
+__all__ = ["Variant", "VARIANTS", "SETS", "motion_references", "resolve_variants", "variant_config", "variant_rows"]
 
 
 @dataclass(frozen=True)
@@ -117,3 +118,18 @@ def variant_rows(v: Variant, results: dict[str, dict[str, Any]]) -> list[dict[st
                 rows.append({"variant": v.name, "stage": st["stage"], "evaluation": ev["evaluation"],
                              "row": ev["paper_row"], "accuracy": ev["accuracy"]})
     return rows
+
+
+def motion_references(variants: Sequence[Variant]) -> dict[str, str]:
+    """Variant -> reference variant: a fusion variant -> the same overrides with the default fusion; any
+    other distilled variant -> the no-distillation control (``recipe.motion_loss=none``), when present."""
+    by_overrides = {tuple(v.overrides): v.name for v in variants}
+    control = next((v.name for v in variants if "recipe.motion_loss=none" in v.overrides), None)
+    refs: dict[str, str] = {}
+    for v in variants:
+        base = tuple(o for o in v.overrides if not o.startswith("recipe.motion_fusion="))
+        if base != tuple(v.overrides) and base in by_overrides:
+            refs[v.name] = by_overrides[base]
+        elif control and v.name != control:
+            refs[v.name] = control
+    return refs

@@ -13,7 +13,7 @@
 hallucination streams trained jointly, classification losses plus eq. 3 / 5 / 7 for the hallucination stream.
 
 Every knob of the paper's ablation (connections on/off, direction, released-code variant, the step-3 loss) is a
-field of :class:`RecipeConfig`, so each Table 2 row is one config (configs/ablation/*.yaml).
+field of :class:`DepthRecipeConfig`, so each Table 2 row is one config (configs/ablation/*.yaml).
 """
 
 from __future__ import annotations
@@ -21,17 +21,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from modistill.core.paper import HOFFMAN_ROWS, STEP2_ROWS, STEP3_ROWS
 from modistill.distill.terms import LossSpec
 from modistill.models.multistream import Connection
 
-from .stages import Evaluation, Stage, StreamPlan, validate_recipe
+from .stages import Evaluation, Stage, StreamPlan, step1_stage, validate_recipe
 
-__all__ = ["RecipeConfig", "build_recipe", "garcia_recipe", "hoffman_recipe"]
+__all__ = ["DepthRecipeConfig", "depth_recipe", "garcia_recipe", "hoffman_recipe"]
 
 
 @dataclass
-class RecipeConfig:
-    """Knobs of the depth recipe. Defaults are the paper's (REF §1-3).
+class DepthRecipeConfig:
+    """Knobs of the depth recipe (``recipe:`` with ``name: garcia | hoffman``; the motion recipe has its own
+    config, recipes/motion.py, and ``recipe.name`` picks which). Defaults are the paper's (REF §1-3).
 
     name: ``"garcia"`` (the four steps) or ``"hoffman"`` (one-step baseline).
     connections: cross-stream connections in step 2 and step 4 (Table 2 row 8 vs 9).
@@ -46,20 +48,9 @@ class RecipeConfig:
     alpha, lam, T: eq. 7, eq. 5, eq. 6 (selected on validation in the paper: 0.5, 0.5, 10).
     student_temperature, t_squared: GD options (released code: student temperature on; Hinton: T^2 too).
     hall_layers, hall_reduction: eq. 3 layers/weights and reduction (released code: {"layer4": 0.01}, "sum").
-    flow_stack: L, consecutive flow fields stacked per sampled frame (2L input channels) for flow streams.
-
-    Motion recipe (``name="motion"``, recipes/motion.py and docs/motion.md; REF §6, our reconstruction):
-    motion_loss: the student's loss against the frozen flow teacher: ``"relation"`` (Gram relation + CE,
-        default), ``"mars"`` (CE + mars_alpha * MSE of pooled features), ``"both"``, or ``"none"`` (CE only:
-        the no-distillation control that measures what the distillation adds).
-    motion_fusion: ``"attention"`` (models/attention_fusion.py, default) or ``"mean"`` (late fusion of logits)
-        for the deployed RGB + student model; attention_reduction: its bottleneck ratio r (default 16).
-    motion_init: the student starts from the RGB stage (``"rgb"``, default) or from ``"scratch"``.
-    relation_layers, temporal_weight: the relation loss's Gram layers/weights and its frame-to-frame term.
-    mars_alpha: MARS feature weight (50 in the MARS code). two_stream: also train the RGB + flow baseline.
     """
 
-    name: Literal["garcia", "hoffman", "motion"] = "garcia"
+    name: Literal["garcia", "hoffman"] = "garcia"
     connections: bool = True
     direction: Literal["depth_to_rgb", "rgb_to_depth"] = "depth_to_rgb"
     variant: Literal["paper", "released"] = "paper"
@@ -74,29 +65,16 @@ class RecipeConfig:
     t_squared: bool = False
     hall_layers: dict[str, float] = field(default_factory=lambda: {"layer4": 1.0})
     hall_reduction: Literal["mean", "sum"] = "mean"
-    flow_stack: int = 1
-    motion_loss: Literal["relation", "mars", "both", "none"] = "relation"
-    motion_fusion: Literal["attention", "mean"] = "attention"
-    motion_init: Literal["rgb", "scratch"] = "rgb"
-    relation_layers: dict[str, float] = field(default_factory=lambda: {"layer4": 1.0})
-    temporal_weight: float = 0.0
-    mars_alpha: float = 50.0
-    attention_reduction: int = 16
-    two_stream: bool = True
 
     def __post_init__(self) -> None:
-        if self.flow_stack < 1 or self.attention_reduction < 1:
-            raise ValueError(f"flow_stack and attention_reduction must be >= 1, got {self.flow_stack}, "
-                             f"{self.attention_reduction}")
-        if self.name == "motion":
-            from .motion import motion_loss_spec
-
-            motion_loss_spec(self)  # validates the motion knobs early, with the field names
         if not self.conn_stages or any(s not in (1, 2, 3, 4) for s in self.conn_stages):
             raise ValueError(f"conn_stages must be a non-empty subset of 1..4, got {self.conn_stages}")
         # Building the loss spec validates alpha, lam, T and the layers early, with the field names.
         self.distill_spec("eq7")
 
+    def input_channels(self) -> dict[str, int]:
+        """Input channels of modalities other than RGB's and depth's 3 (none here)."""
+        return {}
 
     def distill_spec(self, kind: str, **kw: object) -> LossSpec:
         return LossSpec(
@@ -117,53 +95,28 @@ class RecipeConfig:
         return Connection(source=src, target=dst, stages=tuple(self.conn_stages), variant=self.variant)
 
 
-def _ce(stream: str) -> LossSpec:
-    return LossSpec(kind="ce", classify=stream)
-
-
-RGB_ONLY = Evaluation("rgb", streams=("rgb",), inputs=("rgb",), paper_row="2")
-
-
-def garcia_recipe(cfg: RecipeConfig) -> list[Stage]:
+def garcia_recipe(cfg: DepthRecipeConfig) -> list[Stage]:
     """The four steps of Garcia et al. 2018 §3.2 (REF §3)."""
     conn2 = (cfg.connection("depth", "rgb"),) if cfg.connections else ()
     conn3 = (cfg.connection("depth", "hall"),) if cfg.step3_connections else ()
     conn4 = (cfg.connection("hall", "rgb"),) if cfg.connections else ()
-    step3_rows = {("hall", False): "10", ("hall", True): "11", ("gd", True): "12",
-                  ("eq7", True): "13", ("eq7", False): "14"}
     stages = [
-        Stage(
-            name="step1_rgb",
-            title="Step 1: RGB stream alone",
-            streams=(StreamPlan("rgb", "rgb", init="pretrained"),),
-            loss=_ce("rgb"),
-            inputs=("rgb",),
-            evaluate=RGB_ONLY,
-            paper_row="2",
-        ),
-        Stage(
-            name="step1_depth",
-            title="Step 1: depth stream alone",
-            streams=(StreamPlan("depth", "depth", init="pretrained"),),
-            loss=_ce("depth"),
-            inputs=("depth",),
-            evaluate=Evaluation("depth", streams=("depth",), inputs=("depth",), paper_row="1"),
-            paper_row="1",
-        ),
+        step1_stage("rgb", "RGB"),
+        step1_stage("depth", "depth"),
         Stage(
             name="step2",
             title="Step 2: two-stream teacher (RGB + depth)" + ("" if cfg.connections else ", no connections"),
             streams=(StreamPlan("rgb", "rgb", init="step1_rgb/rgb"),
                      StreamPlan("depth", "depth", init="step1_depth/depth")),
             connections=conn2,
-            loss=_ce("fused"),
+            loss=LossSpec(kind="ce", classify="fused"),
             inputs=("rgb", "depth"),
             evaluate=Evaluation("rgb+depth", streams=("rgb", "depth"), inputs=("rgb", "depth"),
-                                paper_row="8" if cfg.connections else "9"),
+                                paper_row=STEP2_ROWS[cfg.connections]),
             # Rows 6 and 7: each stream of the teacher alone (connections inactive with one stream).
             extra=(Evaluation("depth stream", streams=("depth",), inputs=("depth",), paper_row="6"),
                    Evaluation("rgb stream", streams=("rgb",), inputs=("rgb",), paper_row="7")),
-            paper_row="8" if cfg.connections else "9",
+            paper_row=STEP2_ROWS[cfg.connections],
         ),
         Stage(
             name="step3",
@@ -176,15 +129,15 @@ def garcia_recipe(cfg: RecipeConfig) -> list[Stage]:
             inputs=("rgb", "depth"),
             # Evaluated on RGB alone: the connection from depth is inactive without depth input.
             evaluate=Evaluation("hall (rgb)", streams=("hall",), inputs=("rgb",),
-                                paper_row=step3_rows.get((cfg.step3_loss, cfg.step3_connections), "")),
-            paper_row=step3_rows.get((cfg.step3_loss, cfg.step3_connections), ""),
+                                paper_row=STEP3_ROWS.get((cfg.step3_loss, cfg.step3_connections), "")),
+            paper_row=STEP3_ROWS.get((cfg.step3_loss, cfg.step3_connections), ""),
         ),
         Stage(
             name="step4",
             title="Step 4: final RGB-only model (RGB + hallucination)",
             streams=(StreamPlan("rgb", "rgb", init="step2/rgb"), StreamPlan("hall", "rgb", init="step3/hall")),
             connections=conn4,
-            loss=_ce("fused"),
+            loss=LossSpec(kind="ce", classify="fused"),
             inputs=("rgb",),
             evaluate=Evaluation("rgb (rgb+hall)", streams=("rgb", "hall"), inputs=("rgb",), paper_row="15"),
             paper_row="15",
@@ -194,10 +147,10 @@ def garcia_recipe(cfg: RecipeConfig) -> list[Stage]:
     return stages
 
 
-def hoffman_recipe(cfg: RecipeConfig) -> list[Stage]:
+def hoffman_recipe(cfg: DepthRecipeConfig) -> list[Stage]:
     """Hoffman et al. 2016 one-step baseline as in Garcia's Table 2 rows 3-5: no connections, all three streams
     trained jointly; the test uses RGB only (RGB + hallucination streams, late fusion)."""
-    row = {"hall": "3", "gd": "4", "eq7": "5"}[cfg.hoffman_loss]
+    row = HOFFMAN_ROWS[cfg.hoffman_loss]
     stage = Stage(
         name=f"hoffman_{cfg.hoffman_loss}",
         title=f"Hoffman et al. one-step baseline ({cfg.hoffman_loss})",
@@ -213,10 +166,6 @@ def hoffman_recipe(cfg: RecipeConfig) -> list[Stage]:
     return [stage]
 
 
-def build_recipe(cfg: RecipeConfig) -> list[Stage]:
-    """The stages ``cfg`` describes."""
-    if cfg.name == "motion":
-        from .motion import motion_recipe  # motion.py imports this module
-
-        return motion_recipe(cfg)
+def depth_recipe(cfg: DepthRecipeConfig) -> list[Stage]:
+    """The stages ``cfg`` describes (the four steps, or the Hoffman baseline)."""
     return garcia_recipe(cfg) if cfg.name == "garcia" else hoffman_recipe(cfg)

@@ -11,9 +11,14 @@ from typing import Literal
 
 from modistill.engine.config import TrainConfig
 
-from .depth import RecipeConfig
+from .depth import DepthRecipeConfig, depth_recipe
+from .motion import MotionRecipeConfig, motion_recipe
+from .stages import Stage
 
-__all__ = ["DataConfig", "ModelConfig", "ExperimentConfig"]
+__all__ = ["DataConfig", "ExperimentConfig", "ModelConfig", "RecipeConfig", "build_recipe"]
+
+#: the recipe section of an experiment: a tagged union on ``name`` (garcia | hoffman -> depth, motion -> motion)
+RecipeConfig = DepthRecipeConfig | MotionRecipeConfig
 
 
 @dataclass
@@ -73,7 +78,7 @@ class ExperimentConfig:
     stage_root: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    recipe: DepthRecipeConfig | MotionRecipeConfig = field(default_factory=DepthRecipeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     stage_epochs: dict[str, int] = field(default_factory=dict)
     stage_lr: dict[str, float] = field(default_factory=dict)
@@ -85,3 +90,10 @@ class ExperimentConfig:
         for k, v in self.stage_lr.items():
             if not v > 0:
                 raise ValueError(f"stage_lr.{k} must be > 0, got {v}")
+
+
+def build_recipe(cfg: DepthRecipeConfig | MotionRecipeConfig) -> list[Stage]:
+    """The ordered stages a recipe config describes."""
+    if isinstance(cfg, MotionRecipeConfig):
+        return motion_recipe(cfg)
+    return depth_recipe(cfg)

@@ -30,28 +30,14 @@ fusing two RGB networks.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
-
-import numpy as np
+from dataclasses import dataclass, field
+from typing import Literal
 
 from modistill.distill.terms import LossSpec
 
-from .depth import RecipeConfig, garcia_recipe
-from .stages import Evaluation, Stage, StreamPlan, validate_recipe
+from .stages import Evaluation, Stage, StreamPlan, step1_stage, validate_recipe
 
-__all__ = [
-    "motion_references",
-    "motion_recipe",
-    "motion_loss_spec",
-    "MOTION_ROWS",
-    "motion_summary",
-    "motion_markdown",
-    "run_motion_demo",
-    "DEMO_FLOW_OPTIONS",
-]
+__all__ = ["MotionRecipeConfig", "motion_loss_spec", "motion_recipe"]
 
 _LOSS_KIND = {"relation": "relation", "mars": "mars", "both": "relation_mars", "none": "ce"}
 _LOSS_TITLE = {
@@ -62,23 +48,48 @@ _LOSS_TITLE = {
 }
 _FEATURES = ("layer1", "layer2", "layer3", "layer4", "pooled")
 
-# Row labels of the motion table (the paper's Table 2 rows do not apply; row 2 is the shared RGB stage).
-MOTION_ROWS: dict[str, tuple[str, str]] = {
-    "M1": ("flow teacher (flow stream alone)", "flow"),
-    "2": ("RGB stream alone (RGB-only baseline)", "RGB"),
-    "M3": ("two-stream RGB + flow, late fusion", "RGB + flow"),
-    "M4": ("motion student alone", "RGB"),
-    "M5": ("deployed model: RGB + motion student", "RGB"),
-}
 
-# The demo's flow (docs/motion.md has the measurements): DIS, ~20-40x cheaper than TV-L1 here, computed at
-# 128 px for accuracy and stored at the 64 px cache side. Bound 2 px instead of MARS's 20: the synthetic
-# bodies move < 1 px per frame in 64 px crops (99.9th percentile 0.2-1 px), which bound 20 quantises into a
-# few levels; chosen on seed 0's validation split (flow-teacher accuracy 28 % with bound 20, 53 % with 2).
-DEMO_FLOW_OPTIONS: dict[str, Any] = {"method": "dis", "bound": 2.0, "compute_size": 128}
+@dataclass
+class MotionRecipeConfig:
+    """Knobs of the motion recipe (``recipe:`` with ``name: motion``; docs/motion.md; REF §6, our
+    reconstruction).
+
+    flow_stack: L, consecutive flow fields stacked per sampled frame (2L input channels) for flow streams.
+    motion_loss: the student's loss against the frozen flow teacher: ``"relation"`` (Gram relation + CE,
+        default), ``"mars"`` (CE + mars_alpha * MSE of pooled features), ``"both"``, or ``"none"`` (CE only:
+        the no-distillation control that measures what the distillation adds).
+    motion_fusion: ``"attention"`` (models/attention_fusion.py, default) or ``"mean"`` (late fusion of logits)
+        for the deployed RGB + student model; attention_reduction: its bottleneck ratio r (default 16).
+    motion_init: the student starts from the RGB stage (``"rgb"``, default) or from ``"scratch"``.
+    relation_layers, temporal_weight: the relation loss's Gram layers/weights and its frame-to-frame term.
+    mars_alpha: MARS feature weight (50 in the MARS code). two_stream: also train the RGB + flow baseline.
+    """
+
+    name: Literal["motion"] = "motion"
+    flow_stack: int = 1
+    motion_loss: Literal["relation", "mars", "both", "none"] = "relation"
+    motion_fusion: Literal["attention", "mean"] = "attention"
+    motion_init: Literal["rgb", "scratch"] = "rgb"
+    relation_layers: dict[str, float] = field(default_factory=lambda: {"layer4": 1.0})
+    temporal_weight: float = 0.0
+    mars_alpha: float = 50.0
+    attention_reduction: int = 16
+    two_stream: bool = True
+
+    def __post_init__(self) -> None:
+        if self.flow_stack < 1 or self.attention_reduction < 1:
+            raise ValueError(f"flow_stack and attention_reduction must be >= 1, got {self.flow_stack}, "
+                             f"{self.attention_reduction}")
+        motion_loss_spec(self)  # validates the motion knobs early, with the field names
+
+    def input_channels(self) -> dict[str, int]:
+        """Input channels of the flow modality: 2 per stacked flow field."""
+        return {"flow": 2 * self.flow_stack}
 
 
-def motion_loss_spec(cfg: RecipeConfig) -> LossSpec:
+
+
+def motion_loss_spec(cfg: MotionRecipeConfig) -> LossSpec:
     """The student stage's loss for ``cfg.motion_loss`` (student ``"hall"``, frozen teacher ``"flow"``)."""
     if cfg.motion_loss not in _LOSS_KIND:
         raise ValueError(f"recipe.motion_loss must be one of {sorted(_LOSS_KIND)}, got {cfg.motion_loss!r}")
@@ -105,11 +116,11 @@ def motion_loss_spec(cfg: RecipeConfig) -> LossSpec:
         raise ValueError(f"recipe (motion): {exc}") from exc
 
 
-def motion_recipe(cfg: RecipeConfig) -> list[Stage]:
+def motion_recipe(cfg: MotionRecipeConfig) -> list[Stage]:
     """The motion stages of ``cfg`` (see the module docstring); validated."""
     spec = motion_loss_spec(cfg)
     L2 = 2 * cfg.flow_stack
-    rgb = next(s for s in garcia_recipe(cfg) if s.name == "step1_rgb")
+    rgb = step1_stage("rgb", "RGB")
     flow = Stage(
         name="motion_flow",
         # The channel count is in the title so that stage keys change with the flow stack L.
@@ -181,201 +192,3 @@ def motion_recipe(cfg: RecipeConfig) -> list[Stage]:
     )
     validate_recipe(stages)
     return stages
-
-
-# ------------------------------------------------------------------------------------------- the demo part
-
-
-def _stats(values: Sequence[float]) -> dict[str, Any]:
-    arr = np.asarray(values, dtype=float)
-    return {
-        "mean": float(arr.mean()) if arr.size else None,
-        "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
-        "n": int(arr.size),
-        "values": [float(v) for v in arr],
-    }
-
-
-def motion_summary(
-    per_seed: dict[int, dict[str, list[dict[str, Any]]]], references: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """Mean ± std over seeds of every (row, variant) of the motion variants, with paired differences.
-
-    Args:
-        per_seed: seed -> variant name -> rows from `ablation.variant_rows` (``row``, ``stage``,
-            ``evaluation``, ``accuracy``, plus ``title``). Rows M1, 2 and M3 do not depend on the variant
-            (shared stages) and are kept once; M4 / M5 are kept per variant.
-        references: variant -> the variant its M4 / M5 rows are compared with, seed by seed (e.g. a distilled
-            student -> the no-distillation control; a mean-fusion model -> its attention-fusion twin).
-    Returns:
-        ``{"rows": [{row, variant, title, accuracy, reference, delta_ref, delta_rgb}], "seeds", "checks"}``:
-        ``accuracy`` / ``delta_*`` are ``{"mean", "std" (sample, ddof 1), "n", "values"}`` of fractions;
-        ``delta_rgb`` is paired against row 2, the RGB-only baseline.
-    """
-    references = references or {}
-    seeds = sorted(per_seed)
-    acc: dict[tuple[str, str], dict[int, float]] = {}
-    titles: dict[tuple[str, str], str] = {}
-    for seed in seeds:
-        for variant, rows in per_seed[seed].items():
-            for r in rows:
-                key = (r["row"], variant if r["row"] in ("M4", "M5") else "")
-                acc.setdefault(key, {})[seed] = float(r["accuracy"])
-                titles[key] = r.get("title") or r["evaluation"]
-    rgb = acc.get(("2", ""), {})
-
-    def paired(a: dict[int, float], b: dict[int, float] | None) -> dict[str, Any] | None:
-        common = [s for s in seeds if s in a and b and s in b]
-        return _stats([a[s] - b[s] for s in common]) if common else None  # type: ignore[index]
-
-    order = {"M1": 0, "2": 1, "M3": 2, "M4": 3, "M5": 4}
-    out_rows = []
-    for key in sorted(acc, key=lambda k: (order.get(k[0], 9), k[0], k[1] in references, k[1])):
-        row, variant = key
-        ref = references.get(variant) if row in ("M4", "M5") else None
-        out_rows.append(
-            {
-                "row": row,
-                "variant": variant,
-                "title": titles[key],
-                "accuracy": _stats([acc[key][s] for s in seeds if s in acc[key]]),
-                "reference": ref if ref and (row, ref) in acc else None,
-                "delta_ref": paired(acc[key], acc.get((row, ref))) if ref else None,
-                "delta_rgb": paired(acc[key], rgb) if row in ("M4", "M5") else None,
-            }
-        )
-    checks: dict[str, Any] = {}
-    flow = acc.get(("M1", ""))
-    if flow and rgb:
-        checks["flow_teacher_beats_rgb"] = bool(np.mean(list(flow.values())) > np.mean(list(rgb.values())))
-    for r in out_rows:
-        if r["delta_ref"] is not None:
-            checks[f"{r['row']} {r['variant']} beats {r['reference']}"] = bool(r["delta_ref"]["mean"] > 0)
-    return {"rows": out_rows, "seeds": seeds, "references": references, "checks": checks}
-
-
-def _fmt(s: dict[str, Any] | None, signed: bool = False) -> str:
-    if not s or s.get("mean") is None:
-        return "-"
-    sign = "+" if signed else ""
-    return f"{100 * s['mean']:{sign}.1f}" + (f" ± {100 * s['std']:.1f}" if s["n"] > 1 else "")
-
-
-def motion_markdown(summary: dict[str, Any]) -> str:
-    """The motion table (Markdown) for the report's extra sections."""
-    n = len(summary["seeds"])
-    lines = [
-        f"Accuracy in % on the test split, mean ± sample std over {n} seed(s) {summary['seeds']}; Δ columns "
-        "are paired per seed. The relation loss and the attention fusion are our reconstruction of Lu et al. "
-        "2020 (docs/motion.md). The control student is trained exactly like the distilled ones (same initial "
-        "weights, data order and epochs) with CE only, so 'Δ ref' against it isolates the distillation's "
-        "effect from the ensemble effect of fusing two RGB networks.",
-        "",
-        "| row | model | variant | test input | accuracy | Δ ref (ref) | Δ RGB-only (row 2) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in summary["rows"]:
-        inp = MOTION_ROWS.get(r["row"], ("", "?"))[1]
-        ref = f"{_fmt(r['delta_ref'], True)} ({r['reference']})" if r["reference"] else "-"
-        lines.append(
-            f"| {r['row']} | {r['title']} | {r['variant'] or '-'} | {inp} | {_fmt(r['accuracy'])} | {ref} | "
-            f"{_fmt(r['delta_rgb'], True)} |"
-        )
-    if summary["checks"]:
-        lines += [""] + [f"- {k.replace('_', ' ')}: **{v}**" for k, v in summary["checks"].items()]
-    return "\n".join(lines)
-
-
-def motion_references(variants: Sequence[Any]) -> dict[str, str]:
-    """Variant -> reference variant: a fusion variant -> the same overrides with the default fusion; any
-    other distilled variant -> the no-distillation control (``recipe.motion_loss=none``), when present."""
-    by_overrides = {tuple(v.overrides): v.name for v in variants}
-    control = next((v.name for v in variants if "recipe.motion_loss=none" in v.overrides), None)
-    refs: dict[str, str] = {}
-    for v in variants:
-        base = tuple(o for o in v.overrides if not o.startswith("recipe.motion_fusion="))
-        if base != tuple(v.overrides) and base in by_overrides:
-            refs[v.name] = by_overrides[base]
-        elif control and v.name != control:
-            refs[v.name] = control
-    return refs
-
-
-def _motion_seed(
-    out: Path,
-    base_raw: dict[str, Any],
-    seed: int,
-    overrides: Sequence[str],
-    variants: Sequence[str],
-    threads: int | None,
-) -> tuple[dict[str, list[dict[str, Any]]], list[str] | None]:
-    """One seed of the motion variants (in a worker process or in-process): variant -> table rows."""
-    import torch
-
-    from .ablation import resolve_variants, variant_config, variant_rows
-    from .runner import run_recipe
-    from .session import cache_datasets, load_experiment
-
-    if threads:
-        torch.set_num_threads(threads)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format=f"%(asctime)s seed{seed} %(name)s: %(message)s", datefmt="%H:%M:%S"
-        )
-    base = load_experiment(base_raw, [*overrides, "recipe.name=motion", f"train.seed={seed}"])
-    factory, num_classes, names = cache_datasets(base)
-    per_variant: dict[str, list[dict[str, Any]]] = {}
-    for v in resolve_variants(list(variants)):
-        exp = variant_config(base, v)
-        exp.out_dir = str(out / "motion" / v.name / f"seed{seed}")
-        exp.stage_root = str(out / "stages")
-        runs = run_recipe(exp, factory, num_classes, only=v.stages, class_names=names)
-        rows = variant_rows(v, {n: r.result for n, r in runs.items()})
-        for r in rows:
-            r["title"] = runs[r["stage"]].result["title"]
-        per_variant[v.name] = rows
-    return per_variant, names
-
-
-def run_motion_demo(
-    out: Path,
-    base_raw: dict[str, Any],
-    seeds: Sequence[int],
-    overrides: Sequence[str] = (),
-    variants: Sequence[str] = ("motion_demo",),
-) -> dict[str, Any]:
-    """Train the motion variants (``ablation.SETS``) over ``seeds`` on the demo cache (flow must be in it).
-
-    Runs go to ``out/motion/<variant>/seed<k>``; stages live in ``out/stages`` (shared with the depth runs,
-    so ``step1_rgb`` trains once per seed for both methods). Seeds run as parallel single-threaded processes
-    (as the depth demo's seeds, demo.py: small networks scale poorly over threads on a busy machine); under
-    torchrun, one after another. Returns ``{"summary", "markdown", "run_root", "class_names"}``.
-    """
-    import multiprocessing as mp
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
-    from modistill.engine import distributed as D
-
-    from .ablation import resolve_variants
-
-    chosen = resolve_variants(list(variants))
-    names_v = tuple(v.name for v in chosen)
-    if D.is_distributed() or len(seeds) <= 1:
-        results = [_motion_seed(out, base_raw, s, tuple(overrides), names_v, None) for s in seeds]
-    else:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = max(1, cores // len(seeds))
-        with ProcessPoolExecutor(max_workers=len(seeds), mp_context=mp.get_context("spawn")) as pool:
-            futures = [
-                pool.submit(_motion_seed, out, base_raw, s, tuple(overrides), names_v, threads) for s in seeds
-            ]
-            results = [f.result() for f in futures]
-    per_seed = {s: rows for s, (rows, _) in zip(seeds, results)}
-    summary = motion_summary(per_seed, motion_references(chosen))
-    return {
-        "summary": summary,
-        "markdown": motion_markdown(summary),
-        "run_root": out / "motion" / chosen[0].name,
-        "class_names": results[0][1] if results else None,
-    }

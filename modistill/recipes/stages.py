@@ -194,3 +194,19 @@ def validate_recipe(stages: list[Stage]) -> None:
 def _fed_by_connection(st: Stage, name: str, reached: set[str]) -> bool:
     """A source stream trains through the product of a connection into a stream the loss reaches."""
     return any(c.source == name and c.target in reached for c in st.connections)
+
+
+def step1_stage(modality: str, label: str) -> Stage:
+    """Step 1 of the staged recipes: the ``modality`` stream alone from its initial weights, cross-entropy,
+    evaluated on its own input (Table 2 row 2 for RGB, row 1 for depth; the motion recipe shares the RGB one,
+    so both methods train it once on a shared stage root)."""
+    row = {"rgb": "2", "depth": "1"}.get(modality, "")
+    return Stage(
+        name=f"step1_{modality}",
+        title=f"Step 1: {label} stream alone",
+        streams=(StreamPlan(modality, modality, init=PRETRAINED),),
+        loss=LossSpec(kind="ce", classify=modality),
+        inputs=(modality,),
+        evaluate=Evaluation(modality, streams=(modality,), inputs=(modality,), paper_row=row),
+        paper_row=row,
+    )

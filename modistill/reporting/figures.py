@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +12,17 @@ matplotlib.use("Agg")  # headless: figures are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from modistill.engine.metrics_log import read_metrics  # noqa: E402
+
 __all__ = ["loss_curves", "hall_curve", "noise_curve", "confusion_figure", "epoch_records"]
 
 
 def epoch_records(stage_dir: str | Path) -> list[dict[str, Any]]:
     """The per-epoch records of a stage's ``metrics.jsonl`` (last record per epoch wins, as after a resume)."""
-    path = Path(stage_dir) / "metrics.jsonl"
-    if not path.is_file():
+    if not (Path(stage_dir) / "metrics.jsonl").is_file():
         return []
     by_epoch: dict[int, dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        rec = json.loads(line)
+    for rec in read_metrics(stage_dir):
         if rec.get("kind") == "epoch":
             by_epoch[int(rec["epoch"])] = rec
     return [by_epoch[e] for e in sorted(by_epoch)]

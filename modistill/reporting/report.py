@@ -7,19 +7,37 @@ import base64
 import html
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from modistill.engine.checkpoint import write_text_atomic
+from modistill.core.atomic import write_text_atomic
+from modistill.core.schema import VersionedFile
 
 from . import figures
 from .summary import find_runs, load_run, summarize
 
+
+@dataclass
+class MetricsFile(VersionedFile):
+    """``metrics.json``: every number the report shows (``summary``: the output of `summarize` plus the
+    caller's extra metrics, e.g. the demo's timings)."""
+
+    KIND: ClassVar[str] = "modistill-report-metrics"
+    summary: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        # Flat: the summary's keys at the top level, beside the header, for readers outside Python.
+        return {**self.summary, "format": self.KIND, "version": self.VERSION}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], origin: str = "<dict>") -> MetricsFile:
+        cls.check_header(data, origin)
+        return cls({k: v for k, v in data.items() if k not in ("format", "version")})
+
 __all__ = ["write_report", "render_markdown"]
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
 
 
 def _ours(s: dict[str, Any]) -> str:
@@ -201,6 +219,6 @@ def write_report(
     md = render_markdown(summary, figs, extra)
     write_text_atomic(out / "report.md", md)
     write_text_atomic(out / "report.html", _markdown_to_html(md, out))
-    write_text_atomic(out / "metrics.json", json.dumps(summary, indent=1, default=float))
+    MetricsFile(json.loads(json.dumps(summary, default=float))).write(out / "metrics.json")
     paths.update(markdown=out / "report.md", html=out / "report.html", metrics=out / "metrics.json")
     return paths

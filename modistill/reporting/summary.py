@@ -6,7 +6,6 @@ it names (each with ``result.json`` and ``metrics.jsonl``) and optionally ``robu
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from modistill.core import paper
+from modistill.pipeline.files import RobustnessFile, RunResultsFile, StageResultFile
 
 __all__ = ["find_runs", "load_run", "summarize", "gap_closed"]
 
@@ -32,24 +32,24 @@ def find_runs(root: str | Path) -> list[Path]:
 def load_run(run_dir: str | Path) -> dict[str, Any]:
     """One run: stage results (full ``result.json`` of each stage) and the robustness study if present."""
     run_dir = Path(run_dir)
-    results = json.loads((run_dir / "results.json").read_text())
+    results = RunResultsFile.read(run_dir / "results.json")
     stages = {}
-    for name, r in results.items():
+    for name, r in results.stages.items():
         f = Path(r["dir"]) / "result.json"
         if not f.is_file():
             raise FileNotFoundError(f"{run_dir}/results.json names {f}, which does not exist")
-        stages[name] = json.loads(f.read_text())
+        stages[name] = StageResultFile.read(f).to_dict()
     rob = run_dir / "robustness.json"
     cfg = run_dir / "config.yaml"
     return {
         "dir": str(run_dir),
         "stages": stages,
-        "robustness": json.loads(rob.read_text()) if rob.is_file() else None,
+        "robustness": RobustnessFile.read(rob).to_dict() if rob.is_file() else None,
         "config": cfg.read_text() if cfg.is_file() else None,
     }
 
 
-def _stats(values: list[float]) -> dict[str, Any]:
+def stats(values: list[float]) -> dict[str, Any]:
     arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     if arr.size == 0:
         return {"mean": None, "std": None, "n": 0, "values": values}
@@ -86,7 +86,7 @@ def summarize(runs: list[dict[str, Any]], protocol: str = "xsub") -> dict[str, A
         vals = [pr.get(row) for pr in per_run]
         if all(v is None for v in vals):
             continue
-        s = _stats([v for v in vals if v is not None])
+        s = stats([v for v in vals if v is not None])
         table.append(
             {
                 "row": row,
@@ -106,7 +106,7 @@ def summarize(runs: list[dict[str, Any]], protocol: str = "xsub") -> dict[str, A
     }
     gaps = [gap_closed(pr["2"], pr["8"], pr["15"]) for pr in per_run if {"2", "8", "15"} <= set(pr)]
     if gaps:
-        out["gap_closed"] = _stats(gaps) | {"paper": paper.GAP_CLOSED.get(protocol)}
+        out["gap_closed"] = stats(gaps) | {"paper": paper.GAP_CLOSED.get(protocol)}
     checks = {}
     if all({"1", "2", "8"} <= set(pr) for pr in per_run):
         m = {k: float(np.mean([pr[k] for pr in per_run])) for k in ("1", "2", "8")}
@@ -122,9 +122,9 @@ def summarize(runs: list[dict[str, Any]], protocol: str = "xsub") -> dict[str, A
         sig = robs[0]["sigma2"]
         out["robustness"] = {
             "sigma2": sig,
-            "accuracy": [_stats([rb["accuracy"][i] for rb in robs]) for i in range(len(sig))],
-            "void": _stats([rb["void"] for rb in robs]),
-            "rgb_final": _stats([rb["rgb_final"] for rb in robs if rb.get("rgb_final") is not None]),
+            "accuracy": [stats([rb["accuracy"][i] for rb in robs]) for i in range(len(sig))],
+            "void": stats([rb["void"] for rb in robs]),
+            "rgb_final": stats([rb["rgb_final"] for rb in robs if rb.get("rgb_final") is not None]),
             "paper_cv": {
                 "sigma2": list(paper.NOISE_SIGMA2),
                 "accuracy": list(paper.NOISE_CV),

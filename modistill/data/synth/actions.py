@@ -23,7 +23,6 @@ from .geometry import lerp, rot_y, smooth_noise, smoothstep
 __all__ = ["ActionClass", "ACTIONS", "ACTION_NAMES", "resolve_classes", "make_track"]
 
 FPS = 30.0
-DEG = np.pi / 180.0
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from modistill.core.atomic import remove_stale_temps, write_text_atomic
+
 from ..depth import write_depth_frames
 from ..skeleton import write_skeleton
 from .actions import ACTIONS
@@ -76,9 +78,7 @@ def write_video(path: Path, frames: np.ndarray, *, fps: int, codec: str = "mpeg4
 
 
 def _write_json(path: Path, obj: object) -> None:
-    tmp = _tmp(path)
-    tmp.write_text(json.dumps(obj, indent=None, separators=(",", ":")) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=None, separators=(",", ":")) + "\n")
 
 
 def write_sample(
@@ -98,9 +98,7 @@ def write_sample(
     tmp = _tmp(paths["rgb"])
     write_video(tmp, data.rgb, fps=fps, codec=codec, quality=quality)
     os.replace(tmp, paths["rgb"])
-    tmp = _tmp(paths["skeleton"])
-    write_skeleton(tmp, data.skeleton)
-    os.replace(tmp, paths["skeleton"])
+    write_skeleton(paths["skeleton"], data.skeleton)  # atomic itself
     _write_json(paths["truth"], data.truth)
 
 
@@ -157,7 +155,9 @@ def _classes_table(cfg: SynthConfig) -> dict[str, dict]:
 
 
 def _remove_stale_temps(root: Path) -> None:
-    """Temporary files of killed runs (never read, but they would waste space)."""
+    """Temporary files of killed runs (never read, but they would waste space): the video and depth-folder
+    temporaries named by `_tmp`, and those of `modistill.core.atomic` (skeletons, JSON)."""
+    remove_stale_temps(root, (SKELETON_DIR, TRUTH_DIR))
     for sub in (RGB_DIR, DEPTH_DIR, SKELETON_DIR, TRUTH_DIR, ""):
         d = root / sub
         if not d.is_dir():

@@ -67,6 +67,25 @@ def _bboxes(frags: Fragments, sx: float, sy: float) -> list[list[float] | None]:
     return out
 
 
+def _camera_truth(cfg: SynthConfig, rig: Rig) -> dict:
+    """The truth sidecar's frame rate, image sizes and camera geometry (in the sidecar's key order)."""
+    return {
+        "fps": cfg.fps,
+        "rgb_size": list(cfg.rgb_size),
+        "depth_size": list(cfg.depth_size),
+        "nominal_color_size": [KINECT_COLOR.width, KINECT_COLOR.height],
+        "nominal_depth_size": [KINECT_DEPTH.width, KINECT_DEPTH.height],
+        "color_intrinsics": KINECT_COLOR.to_dict(),
+        "depth_intrinsics": KINECT_DEPTH.to_dict(),
+        "depth_to_color": {"rotation": np.eye(3).tolist(), "translation": DEPTH_TO_COLOR_T.tolist()},
+        "world_to_depth": {
+            "rotation": rig.rotation.tolist(),
+            "camera_position": rig.position.tolist(),
+            "azimuth_deg": rig.azimuth_deg,
+        },
+    }
+
+
 def synthesize(cfg: SynthConfig, name: str) -> SampleData:
     """Generate sample ``name`` of the dataset described by ``cfg``; a pure function of ``(cfg, name)``."""
     sn = parse_sample_name(name)
@@ -124,19 +143,7 @@ def synthesize(cfg: SynthConfig, name: str) -> SampleData:
         "subject": sn.subject,
         "replication": sn.replication,
         "num_frames": n_frames,
-        "fps": cfg.fps,
-        "rgb_size": list(cfg.rgb_size),
-        "depth_size": list(cfg.depth_size),
-        "nominal_color_size": [KINECT_COLOR.width, KINECT_COLOR.height],
-        "nominal_depth_size": [KINECT_DEPTH.width, KINECT_DEPTH.height],
-        "color_intrinsics": KINECT_COLOR.to_dict(),
-        "depth_intrinsics": KINECT_DEPTH.to_dict(),
-        "depth_to_color": {"rotation": np.eye(3).tolist(), "translation": DEPTH_TO_COLOR_T.tolist()},
-        "world_to_depth": {
-            "rotation": rig.rotation.tolist(),
-            "camera_position": rig.position.tolist(),
-            "azimuth_deg": rig.azimuth_deg,
-        },
+        **_camera_truth(cfg, rig),
         "alignment": fit_true_alignment(rig.world_to_depth(spheres.centres)),
         "skeleton": {"missing": missing, "noise_body": noise_body, "body_id": perf.body_id},
         "placement": {"yaw_deg": float(np.degrees(yaw0)), "x_m": float(pos0[0]), "z_m": float(pos0[2])},

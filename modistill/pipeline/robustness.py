@@ -9,27 +9,23 @@ paper; values are not clipped, as the paper's formula has no clipping.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
-from modistill.data.normalize import IMAGENET_MEAN, IMAGENET_STD
+from modistill.core.paper import NOISE_SIGMA2
+from modistill.data.normalize import denormalize, normalize
+from modistill.engine import distributed as D
+from modistill.engine.evaluate import eval_kwargs, evaluate
 
-__all__ = ["PAPER_SIGMA2", "speckle_transform", "void_transform", "run_robustness"]
+from .files import RobustnessFile
+from .runner import predictor
+from .session import cache_datasets, open_run
 
-PAPER_SIGMA2: tuple[float, ...] = (0.0, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
-
-
-def _stats(x: Tensor) -> tuple[Tensor, Tensor]:
-    shape = (1,) * (x.dim() - 3) + (3, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(shape)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(shape)
-    return mean, std
+__all__ = ["speckle_transform", "void_transform", "run_robustness"]
 
 
 def speckle_transform(key: str, sigma2: float, seed: int = 0) -> Callable[[dict], dict]:
@@ -43,13 +39,11 @@ def speckle_transform(key: str, sigma2: float, seed: int = 0) -> Callable[[dict]
     def apply(batch: dict) -> dict:
         if sigma == 0:
             return batch
-        x = batch[key]
-        mean, std = _stats(x)
-        img = x * std + mean
+        img = denormalize(batch[key])
         noise = 1.0 + sigma * torch.randn(img.shape, generator=gen, dtype=torch.float32).to(
             img.device, img.dtype
         )
-        return {**batch, key: (img * noise - mean) / std}
+        return {**batch, key: normalize(img * noise)}
 
     return apply
 
@@ -58,15 +52,13 @@ def void_transform(key: str) -> Callable[[dict], dict]:
     """Replace ``batch[key]`` by a black image (all-zero intensities), i.e. no depth at all."""
 
     def apply(batch: dict) -> dict:
-        x = batch[key]
-        mean, std = _stats(x)
-        return {**batch, key: ((torch.zeros_like(x) - mean) / std).expand_as(x)}
+        return {**batch, key: normalize(torch.zeros_like(batch[key]))}
 
     return apply
 
 
 def noise_levels(values: Sequence[float] | None = None) -> list[float]:
-    return list(PAPER_SIGMA2 if values is None else values)
+    return list(NOISE_SIGMA2 if values is None else values)
 
 
 def run_robustness(
@@ -79,12 +71,6 @@ def run_robustness(
 ) -> dict[str, Any]:
     """Table 3 for the run in ``run_dir``: the teacher's test accuracy under each noise level and with void
     depth, next to the final RGB-only model's. Writes ``<run_dir>/robustness.json`` and returns it."""
-    from modistill.engine.checkpoint import write_text_atomic
-    from modistill.engine.evaluate import evaluate
-
-    from .runner import predictor
-    from .session import cache_datasets, open_run
-
     run = open_run(run_dir)
     exp = run.exp
     factory, num_classes, _ = cache_datasets(exp)
@@ -93,19 +79,10 @@ def run_robustness(
     if "depth" not in ev.inputs:
         raise ValueError(f"stage {teacher_stage!r} does not read depth (inputs {ev.inputs})")
     data = factory("test", ev.inputs, False)
-    bs = exp.train.eval_batch_size or exp.train.batch_size
 
     def acc(model, predict, dataset) -> float:
-        return evaluate(
-            model,
-            predict,
-            dataset,
-            batch_size=bs,
-            device=exp.train.device,
-            num_classes=num_classes,
-            clips_per_video=exp.data.clips_per_video,
-            amp=exp.train.amp,
-        ).accuracy
+        return evaluate(model, predict, dataset, **eval_kwargs(
+            exp.train, clips_per_video=exp.data.clips_per_video, num_classes=num_classes, progress=False)).accuracy
 
     levels = noise_levels(sigma2)
     out: dict[str, Any] = {
@@ -116,8 +93,6 @@ def run_robustness(
     }
     out["void"] = acc(teacher, predictor(ev, void_transform("depth")), data)
     out["rgb_final"] = run.result(final_stage)["test"]["accuracy"] if final_stage in run.stages else None
-    from modistill.engine import distributed as D
-
     if D.is_main():
-        write_text_atomic(Path(run_dir) / "robustness.json", json.dumps(out, indent=1))
+        RobustnessFile(**out).write(Path(run_dir) / "robustness.json")
     return out

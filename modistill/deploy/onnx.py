@@ -1,6 +1,6 @@
 """ONNX export of the deployed RGB-only model, the onnxruntime predictor, and the export check.
 
-Split from `modistill.recipes.deploy` (kept under ~400 lines); ``onnxruntime`` is an optional dependency
+Split from `modistill.deploy.spec` (kept under ~400 lines); ``onnxruntime`` is an optional dependency
 (``pip install modistill[export]``), imported lazily here only.
 """
 
@@ -18,7 +18,9 @@ from torch import Tensor
 from modistill.data import cache as C
 from modistill.data.sampling import sample_indices
 
-from .deploy import DEPLOY_FILE, MODEL_FILE, Deployed, DeploySpec, preprocess_frames, read_clip
+from .model import Deployed
+from .preprocess import preprocess_frames, read_clip
+from .spec import DEPLOY_FILE, MODEL_FILE, DeploySpec
 
 __all__ = ["OnnxPredictor", "export_onnx", "check_onnx", "reference_clip"]
 

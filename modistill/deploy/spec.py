@@ -18,44 +18,29 @@ uses the whole frame instead (for footage from another camera).
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import cv2
 import numpy as np
-import torch
-from torch import Tensor, nn
 
+from modistill.core.atomic import write_json_atomic
 from modistill.data import cache as C
-from modistill.data.align import NOMINAL_COLOR_SIZE, NOMINAL_DEPTH_SIZE, Alignment, aligned_crop_geometry
+from modistill.data.align import (
+    NOMINAL_COLOR_SIZE,
+    NOMINAL_DEPTH_SIZE,
+    Alignment,
+    aligned_crop_geometry,
+    pixel_box,
+)
 from modistill.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from modistill.data.ntu import sample_name_from_path
-from modistill.data.sampling import sample_indices
-from modistill.data.video import VideoReadError, read_video_frames, video_frame_count
-
-if TYPE_CHECKING:
-    from .deploy_onnx import OnnxPredictor
 
 __all__ = [
-    "DEPLOY_FILE",
-    "MODEL_FILE",
-    "CropSpec",
-    "DeploySpec",
-    "DeployedModel",
-    "Deployed",
-    "crop_fractions",
-    "crop_box_pixels",
-    "crop_from_cache",
-    "load_deployed",
-    "load_predictor",
-    "preprocess_frames",
-    "read_clip",
-    "top_k",
+    "DEPLOY_FILE", "MODEL_FILE", "CropSpec", "DeploySpec", "crop_box_pixels", "crop_fractions", "crop_from_cache",
 ]
 
 DEPLOY_FILE = "deploy.json"
@@ -73,9 +58,7 @@ def crop_fractions(alignment: Alignment) -> Box:
     does not depend on the depth frame's decoded size, so the fractions hold for any video size.
     """
     W, H = NOMINAL_COLOR_SIZE
-    g = aligned_crop_geometry((H, W), NOMINAL_DEPTH_SIZE[::-1], alignment)
-    X0, X1 = max(0.0, g.bx), min(float(W), g.bx + g.ax * NOMINAL_DEPTH_SIZE[0])
-    Y0, Y1 = max(0.0, g.by), min(float(H), g.by + g.ay * NOMINAL_DEPTH_SIZE[1])
+    X0, Y0, X1, Y1 = aligned_crop_geometry((H, W), NOMINAL_DEPTH_SIZE[::-1], alignment).intersection
     return (X0 / W, Y0 / H, X1 / W, Y1 / H)
 
 
@@ -84,17 +67,7 @@ def crop_box_pixels(box: Sequence[float], hw: tuple[int, int], keep_aspect: bool
     inwards and squared exactly as ``aligned_crop_geometry`` does (so it reproduces the cache's box)."""
     H, W = int(hw[0]), int(hw[1])
     fx0, fy0, fx1, fy1 = (float(v) for v in box)
-    x0, x1 = math.ceil(fx0 * W - 1e-6), math.floor(fx1 * W + 1e-6)
-    y0, y1 = math.ceil(fy0 * H - 1e-6), math.floor(fy1 * H + 1e-6)
-    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
-    if x1 - x0 < 1 or y1 - y0 < 1:
-        raise ValueError(f"crop box {tuple(box)} is empty on a {W}x{H} frame")
-    if keep_aspect:
-        side = min(x1 - x0, y1 - y0)
-        x0 += (x1 - x0 - side) // 2
-        y0 += (y1 - y0 - side) // 2
-        x1, y1 = x0 + side, y0 + side
-    return (x0, y0, x1, y1)
+    return pixel_box((fx0 * W, fy0 * H, fx1 * W, fy1 * H), (H, W), keep_aspect)
 
 
 @dataclass
@@ -236,7 +209,7 @@ class DeploySpec:
             raise ValueError(f"{source}: malformed deployment spec ({exc})") from exc
 
     def save(self, path: str | os.PathLike) -> None:
-        C.write_json_atomic(path, self.to_dict())
+        write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DeploySpec:
@@ -249,180 +222,3 @@ class DeploySpec:
             raise ValueError(f"{path}: not valid JSON ({exc.msg})") from exc
 
 
-# -------------------------------------------------------------------------------------------- the model
-class DeployedModel(nn.Module):
-    """The RGB-only deployed model: ``forward(clips (B, K, 3, S, S)) -> logits (B, num_classes)``.
-
-    Runs ``streams`` of ``net`` (a MultiStreamNet) with the single input ``input_key``; connections between
-    the run streams are active, the prediction is the network's fusion of them (late fusion, REF §1)."""
-
-    def __init__(self, net: nn.Module, streams: Sequence[str], input_key: str = "rgb") -> None:
-        super().__init__()
-        wrong = {s: net.specs[s].modality for s in streams if net.specs[s].modality != input_key}
-        if not streams or wrong:
-            raise ValueError(
-                f"deployed streams {list(streams)} must all read {input_key!r}; these do not: {wrong}"
-            )
-        self.net, self.streams, self.input_key = net, tuple(streams), input_key
-
-    def forward(self, clips: Tensor) -> Tensor:
-        return self.net({self.input_key: clips}, streams=self.streams).logits
-
-
-@dataclass
-class Deployed:
-    """A deployed model loaded from a run folder: ``module`` + its :class:`DeploySpec` (``cache``: the
-    prepared cache the run trained on, for reference clips)."""
-
-    module: DeployedModel
-    spec: DeploySpec
-    cache: Path | None = None
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return self.spec.streams
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        return (self.spec.input,)
-
-    @property
-    def frames(self) -> int:
-        return self.spec.frames
-
-    @property
-    def size(self) -> int:
-        return self.spec.size
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.spec.class_names
-
-    @property
-    def crop(self) -> CropSpec:
-        return self.spec.crop
-
-    @torch.no_grad()
-    def logits(self, clips: np.ndarray | Tensor) -> np.ndarray:
-        """``(B, K, 3, S, S)`` float32 -> ``(B, num_classes)`` logits (numpy)."""
-        dev = next(self.module.parameters()).device
-        return self.module(torch.as_tensor(clips, dtype=torch.float32, device=dev)).float().cpu().numpy()
-
-
-def load_deployed(
-    run_dir: str | os.PathLike,
-    stage: str = "step4",
-    *,
-    cache: str | os.PathLike | None = None,
-    device: str = "cpu",
-) -> Deployed:
-    """The deployed model of ``stage`` of a run folder, with the best weights, in eval mode.
-
-    ``cache`` overrides the run's ``data.cache`` (its ``cache_config.json`` gives S, its index the crop)."""
-    from .session import open_run
-
-    handle = open_run(run_dir)
-    ev = handle.stages[stage].stage.evaluate if stage in handle.stages else None
-    if ev is None:
-        raise KeyError(f"{run_dir}: stage {stage!r} has no result (finished stages: {sorted(handle.stages)})")
-    if tuple(ev.inputs) != ("rgb",):
-        raise ValueError(
-            f"{run_dir}: stage {stage!r} is evaluated on {list(ev.inputs)}; deployment takes RGB only "
-            "(export step4, or another stage evaluated on rgb alone)"
-        )
-    root = Path(cache or handle.exp.data.cache)
-    if not (root / C.CONFIG_NAME).is_file():
-        raise FileNotFoundError(
-            f"{root / C.CONFIG_NAME}: the run's prepared cache is needed for the input size "
-            "and the crop; pass cache= (--cache) or use an export folder"
-        )
-    cfg = C.load_config(root)
-    names = handle.class_names or cfg.class_names or [f"class_{i}" for i in range(handle.num_classes)]
-    spec = DeploySpec(
-        frames=handle.exp.data.frames,
-        size=cfg.size,
-        class_names=list(names),
-        crop=crop_from_cache(root),
-        stage=stage,
-        streams=tuple(ev.streams),
-        input=ev.inputs[0],
-        run_dir=str(Path(run_dir).resolve()),
-    )
-    module = DeployedModel(handle.model(stage), ev.streams, ev.inputs[0]).to(device).eval()
-    return Deployed(module, spec, root)
-
-
-def load_predictor(
-    run: str | os.PathLike | None = None,
-    model: str | os.PathLike | None = None,
-    stage: str = "step4",
-    cache: str | os.PathLike | None = None,
-) -> Deployed | OnnxPredictor:
-    """PyTorch from a run folder (``run``) or onnxruntime from an export (``model``: folder or model.onnx)."""
-    if (run is None) == (model is None):
-        raise ValueError("give exactly one of a run folder or an exported model")
-    if model is not None:
-        from .deploy_onnx import OnnxPredictor
-
-        return OnnxPredictor(model)
-    return load_deployed(run, stage, cache=cache)
-
-
-# ------------------------------------------------------------------------------------------ preprocessing
-def preprocess_frames(frames: np.ndarray, spec: DeploySpec, box_px: Sequence[int] | None = None) -> Tensor:
-    """uint8 RGB frames ``(K, H, W, 3)`` -> crop ``box_px`` (x0, y0, x1, y1; None = whole frame) -> INTER_AREA
-    resize to S x S -> normalised float32 ``(K, 3, S, S)`` (the same ops as prepare + the cached dataset)."""
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected uint8 frames (K, H, W, 3), got {frames.dtype} {frames.shape}")
-    x0, y0, x1, y1 = box_px if box_px is not None else (0, 0, frames.shape[2], frames.shape[1])
-    S = spec.size
-    small = np.stack([cv2.resize(f[y0:y1, x0:x1], (S, S), interpolation=cv2.INTER_AREA) for f in frames])
-    x = torch.from_numpy(np.ascontiguousarray(small)).permute(0, 3, 1, 2).float().div_(255.0)
-    return (x - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(spec.std).view(1, 3, 1, 1)
-
-
-def read_clip(
-    video: str | os.PathLike,
-    spec: DeploySpec,
-    *,
-    crop: str = "auto",
-    view: str | None = None,
-    indices: Sequence[int] | None = None,
-    box: Sequence[float] | None = None,
-) -> tuple[Tensor, dict[str, Any]]:
-    """Decode and preprocess one clip of ``video``: ``((K, 3, S, S) float32, info)``.
-
-    ``indices`` overrides the K evenly spaced frames, ``box`` (fractions) the crop chosen by
-    ``crop``/``view`` (see :meth:`CropSpec.select`). ``info``: frame count, indices, frame size (W, H), crop
-    box in pixels and why. Errors name the file.
-    """
-    video = Path(video)
-    n = video_frame_count(video)
-    if n < 1:
-        raise VideoReadError(f"{video}: the video has no frames")
-    idx = np.asarray(indices if indices is not None else sample_indices(n, spec.frames, "even"), np.int64)
-    frames = read_video_frames(video, idx)
-    why = "given box"
-    if box is None:
-        box, why = spec.crop.select(crop, video, view)
-    px = crop_box_pixels(box, frames.shape[1:3], spec.crop.keep_aspect)
-    info = {
-        "video": str(video),
-        "frames": n,
-        "indices": idx.tolist(),
-        "size": list(frames.shape[2:0:-1]),
-        "crop_px": list(px),
-        "crop": why,
-    }
-    return preprocess_frames(frames, spec, px), info
-
-
-def top_k(logits: np.ndarray, class_names: Sequence[str], k: int = 5) -> list[dict[str, Any]]:
-    """``[{"label", "name", "probability"}]`` of the k most probable classes of ``logits (num_classes,)``
-    (softmax over all classes, so the k probabilities sum to at most 1)."""
-    z = np.asarray(logits, np.float64).reshape(-1)
-    p = np.exp(z - z.max())
-    p /= p.sum()
-    order = np.argsort(-p, kind="stable")[: max(1, int(k))]
-    return [{"label": int(i), "name": str(class_names[i]), "probability": float(p[i])} for i in order]

@@ -25,17 +25,17 @@ from torch.utils.data import Dataset
 from modistill.core.config import dump_yaml, to_dict
 from modistill.distill.terms import compute_loss
 from modistill.engine import distributed as D
-from modistill.engine.checkpoint import save_checkpoint, write_text_atomic
+from modistill.engine.checkpoint import save_checkpoint
 from modistill.engine.config import TrainConfig
-from modistill.engine.evaluate import evaluate
+from modistill.engine.evaluate import eval_kwargs, evaluate
 from modistill.engine.seeding import derive_seed
 from modistill.engine.trainer import train_stage
 from modistill.models.multistream import MultiStreamNet, StreamSpec
 from modistill.models.pretrained import load_pretrained
+from modistill.recipes.experiment import ExperimentConfig, build_recipe
+from modistill.recipes.stages import PRETRAINED, Evaluation, Stage, stage_to_dict
 
-from .depth import build_recipe
-from .experiment import ExperimentConfig
-from .stages import PRETRAINED, Evaluation, Stage, stage_to_dict
+from .files import RecipeFile, RunDatasetFile, RunResultsFile, StageResultFile, StageSpecFile
 
 __all__ = [
     "PlannedStage",
@@ -56,7 +56,7 @@ DatasetFactory = Callable[[str, tuple[str, ...], bool], Dataset]
 
 # Settings that change how a run looks, not what it computes: left out of stage keys.
 _NON_SEMANTIC = ("progress", "log_every", "num_workers", "device", "tensorboard", "eval_batch_size")
-_MODALITY_CHANNELS = {"rgb": 3, "depth": 3}
+_MODALITY_CHANNELS = {"rgb": 3, "depth": 3, "flow": 2}
 
 
 @dataclass
@@ -117,7 +117,7 @@ def build_network(
     exp: ExperimentConfig, stage: Stage, num_classes: int, in_channels: dict[str, int] | None = None
 ) -> MultiStreamNet:
     """The stage's :class:`MultiStreamNet` with fresh (or ImageNet, for ``pretrained`` inits) weights."""
-    chans = {**_MODALITY_CHANNELS, "flow": 2 * exp.recipe.flow_stack, **(in_channels or {})}
+    chans = {**_MODALITY_CHANNELS, **exp.recipe.input_channels(), **(in_channels or {})}
     specs = {}
     for s in stage.streams:
         specs[s.name] = StreamSpec(
@@ -211,17 +211,8 @@ def load_stage_model(exp: ExperimentConfig, run: StageRun, num_classes: int) -> 
 def _eval_dict(
     net: nn.Module, ev: Evaluation, data: Dataset, exp: ExperimentConfig, tcfg: TrainConfig, num_classes: int
 ) -> dict[str, Any]:
-    res = evaluate(
-        net,
-        predictor(ev),
-        data,
-        batch_size=tcfg.eval_batch_size or tcfg.batch_size,
-        device=tcfg.device,
-        num_classes=num_classes,
-        clips_per_video=exp.data.clips_per_video,
-        amp=tcfg.amp,
-        num_workers=tcfg.num_workers,
-    )
+    res = evaluate(net, predictor(ev), data, **eval_kwargs(tcfg, clips_per_video=exp.data.clips_per_video,
+                                                           num_classes=num_classes, progress=False))
     d = res.to_dict()
     d.update(evaluation=ev.name, streams=list(ev.streams), inputs=list(ev.inputs), paper_row=ev.paper_row)
     return d
@@ -240,7 +231,7 @@ class PlannedStage:
         f = self.dir / "result.json"
         if not f.is_file():
             return None
-        return StageRun(self.stage, self.key, self.dir, json.loads(f.read_text()), reused=True)
+        return StageRun(self.stage, self.key, self.dir, StageResultFile.read(f).to_dict(), reused=True)
 
 
 def plan_recipe(exp: ExperimentConfig) -> dict[str, PlannedStage]:
@@ -281,7 +272,7 @@ def run_stage(
     cfg_dict = {"experiment": to_dict(exp), "stage": stage_to_dict(stage), "key": key}
     if D.is_main():
         out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "stage.json", json.dumps(cfg_dict, indent=1))
+        StageSpecFile(**cfg_dict).write(out / "stage.json")
     sr = train_stage(
         net,
         loss_fn=_loss_fn(stage),
@@ -310,7 +301,7 @@ def run_stage(
             test_sets[inputs] = datasets("test", inputs, False)
         return test_sets[inputs]
 
-    result: dict[str, Any] = {
+    result = StageResultFile(**{
         "stage": stage.name,
         "title": stage.title,
         "paper_row": stage.paper_row,
@@ -323,11 +314,11 @@ def run_stage(
         "extra": {
             ev.name: _eval_dict(net, ev, test_set(ev.inputs), exp, tcfg, num_classes) for ev in stage.extra
         },
-    }
+    })
     if D.is_main():
-        write_text_atomic(result_file, json.dumps(result, indent=1, default=float))
+        result.write(result_file)
     D.barrier()
-    return StageRun(stage, key, out, result, reused=False)
+    return StageRun(stage, key, out, result.to_dict(), reused=False)
 
 
 def run_recipe(
@@ -354,14 +345,8 @@ def run_recipe(
     if D.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         dump_yaml(exp, out_dir / "config.yaml")
-        write_text_atomic(
-            out_dir / "dataset.json",
-            json.dumps(
-                {"num_classes": num_classes, "class_names": list(class_names) if class_names else None},
-                indent=1,
-            ),
-        )
-        write_text_atomic(out_dir / "recipe.json", json.dumps([stage_to_dict(s) for s in stages], indent=1))
+        RunDatasetFile(num_classes, list(class_names) if class_names else None).write(out_dir / "dataset.json")
+        RecipeFile([stage_to_dict(s) for s in stages]).write(out_dir / "recipe.json")
     dirs = {n: p.dir for n, p in plan.items()}
     runs: dict[str, StageRun] = {}
     for st in stages:
@@ -379,13 +364,24 @@ def run_recipe(
         acc = runs[st.name].result["test"]["accuracy"]
         log.info("%s: test accuracy %.4f (%s)", st.name, acc, runs[st.name].dir)
     if D.is_main():
-        summary = {
-            n: {k: r.result.get(k) for k in ("title", "paper_row", "dir", "best_epoch")}
-            | {
-                "test_accuracy": r.result["test"]["accuracy"],
-                "extra": {k: v["accuracy"] for k, v in r.result.get("extra", {}).items()},
-            }
-            for n, r in runs.items()
-        }
-        write_text_atomic(out_dir / "results.json", json.dumps(summary, indent=1))
+        RunResultsFile({n: _summary(r) for n, r in runs.items()}).write(out_dir / "results.json")
     return runs
+
+
+def _summary(run: StageRun) -> dict[str, Any]:
+    """A stage's line in ``results.json``."""
+    r = run.result
+    return {k: r.get(k) for k in ("title", "paper_row", "dir", "best_epoch")} | {
+        "test_accuracy": r["test"]["accuracy"],
+        "extra": {k: v["accuracy"] for k, v in r.get("extra", {}).items()},
+    }
+
+
+def add_result(run_dir: Path, name: str, run: StageRun) -> None:
+    """Add a stage run from elsewhere (e.g. a variant's step 3) to ``run_dir/results.json`` under ``name``."""
+    if not D.is_main():
+        return
+    path = Path(run_dir) / "results.json"
+    results = RunResultsFile.read(path)
+    results.stages[name] = _summary(run)
+    results.write(path)

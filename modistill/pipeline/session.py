@@ -5,7 +5,6 @@ Shared by the CLI commands (train, eval, robustness, export, predict, demo) so e
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,9 @@ import torch
 from torch.utils.data import Dataset
 
 from modistill.core.config import load_config
+from modistill.recipes.experiment import ExperimentConfig
 
-from .experiment import ExperimentConfig
+from .files import RunDatasetFile
 from .runner import StageRun, load_stage_model, plan_recipe
 
 __all__ = ["load_experiment", "cache_datasets", "open_run", "RunHandle"]
@@ -123,10 +123,10 @@ def open_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> RunHandle:
         if done is not None:
             stages[name] = done
     meta_file = run_dir / "dataset.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    num_classes = meta.get("num_classes")
+    meta = RunDatasetFile.read(meta_file) if meta_file.is_file() else RunDatasetFile(0)
+    num_classes = meta.num_classes or None
     if num_classes is None:
         if not stages:
             raise FileNotFoundError(f"{run_dir}: no finished stage and no dataset.json")
         num_classes = len(next(iter(stages.values())).result["test"]["confusion"])
-    return RunHandle(run_dir, exp, stages, int(num_classes), meta.get("class_names"))
+    return RunHandle(run_dir, exp, stages, int(num_classes), meta.class_names)

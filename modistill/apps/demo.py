@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from modistill.engine import distributed as D
-
-from .experiment import ExperimentConfig
-from .session import cache_datasets, load_experiment
+from modistill.pipeline.session import cache_datasets, load_experiment
+from modistill.pipeline.sweep import run_seeds, seed_worker_setup
+from modistill.recipes.ablation import VARIANTS
 
 __all__ = ["DemoSettings", "run_demo", "QUICK", "FULL"]
 
@@ -106,7 +106,7 @@ def run_demo(out: str | Path, *, quick: bool = False, seeds: Sequence[int] | Non
             if D.is_main():
                 from modistill.data.prepare_flow import FlowOptions, prepare_flow
 
-                from .motion import DEMO_FLOW_OPTIONS
+                from .motion_demo import DEMO_FLOW_OPTIONS
 
                 log.info("computing optical flow (%s) in %s", DEMO_FLOW_OPTIONS, cache_root)
                 fres = prepare_flow(cache_root, options=FlowOptions(**DEMO_FLOW_OPTIONS), workers=workers,
@@ -122,11 +122,11 @@ def run_demo(out: str | Path, *, quick: bool = False, seeds: Sequence[int] | Non
     if method != "motion":
         with _timed(timings, "depth_recipe_s"):
             log.info("the four steps and the robustness study over seeds %s", list(seeds))
-            names = _run_seeds(out, base_raw, seeds, overrides)
+            names = run_seeds(_seed_run, seeds, out, base_raw, tuple(overrides))[0]
     sections: dict[str, str] = {}
     motion: dict = {}
     if method != "depth":
-        from .motion import run_motion_demo
+        from .motion_demo import run_motion_demo
 
         with _timed(timings, "motion_s"):
             log.info("motion distillation over seeds %s", list(seeds))
@@ -165,70 +165,31 @@ def run_demo(out: str | Path, *, quick: bool = False, seeds: Sequence[int] | Non
     })
 
 
-def _seed_run(out: Path, base_raw: dict, seed: int, overrides: Sequence[str], threads: int | None) -> list | None:
+def _seed_run(seed: int, threads: int | None, out: Path, base_raw: dict, overrides: Sequence[str]) -> list | None:
     """One seed of the depth recipe plus its robustness study (run in a worker process or in-process)."""
-    import torch
+    from modistill.pipeline.robustness import run_robustness
+    from modistill.pipeline.runner import run_recipe
 
-    from .robustness import run_robustness
-    from .runner import run_recipe
-
-    if threads:
-        torch.set_num_threads(threads)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format=f"%(asctime)s seed{seed} %(name)s: %(message)s",
-                            datefmt="%H:%M:%S")
-    exp: ExperimentConfig = load_experiment(base_raw, [*overrides, f"train.seed={seed}"])
+    seed_worker_setup(seed, threads)
+    exp = load_experiment(base_raw, [*overrides, f"train.seed={seed}"])
     exp.out_dir = str(out / "runs" / f"seed{seed}")
     exp.stage_root = str(out / "stages")
-    factory, num_classes, names = cache_datasets(exp)
-    run_recipe(exp, factory, num_classes, class_names=names)
-    _step3_without_connections(exp, factory, num_classes, names)
+    datasets, num_classes, names = cache_datasets(exp)
+    run_recipe(exp, datasets, num_classes, class_names=names)
+    _step3_without_connections(exp, datasets, num_classes, names)
     run_robustness(exp.out_dir, seed=seed)  # under torchrun every rank evaluates its shard; rank 0 writes
     return names
 
 
-def _step3_without_connections(exp: ExperimentConfig, factory, num_classes: int, names) -> None:
+def _step3_without_connections(exp, datasets, num_classes: int, names) -> None:
     """Table 2 row 14 beside row 13: step 3 again without the depth -> hall connections (the released code's
     choice), from the same step-2 teacher, added to the seed's results so the report shows both rows and both
     L_hall curves (the paper's Fig. 4 comparison)."""
-    from .ablation import VARIANTS, variant_config
-    from .runner import run_recipe
+    from modistill.pipeline.runner import add_result, run_recipe
+    from modistill.recipes.ablation import variant_config
 
     v = VARIANTS["step3_no_connections"]
     vexp = variant_config(exp, v)
     vexp.out_dir = str(Path(exp.out_dir) / "variants" / v.name)
-    run = run_recipe(vexp, factory, num_classes, only=["step3"], class_names=names)["step3"]
-    if not D.is_main():
-        return
-    from modistill.engine.checkpoint import write_text_atomic
-
-    path = Path(exp.out_dir) / "results.json"
-    results = json.loads(path.read_text())
-    results[v.name] = {"title": run.result["title"], "paper_row": run.result["paper_row"], "dir": str(run.dir),
-                       "best_epoch": run.result["best_epoch"], "test_accuracy": run.result["test"]["accuracy"],
-                       "extra": {}}
-    write_text_atomic(path, json.dumps(results, indent=1))
-
-
-def _run_seeds(out: Path, base_raw: dict, seeds: Sequence[int], overrides: Sequence[str]) -> list | None:
-    """Run the seeds as parallel single-threaded processes (one process per seed, the cores shared between them).
-
-    Why: these small networks scale poorly over threads, and OpenMP threads that share a busy core spin-wait
-    (measured here: 0.14 s per training step with 1 thread, several seconds with 2 threads on a loaded 2-core
-    machine), while independent processes use every core fully. Under torchrun the seeds run one after another.
-    """
-    import multiprocessing as mp
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if D.is_distributed() or len(seeds) == 1:
-        names = None
-        for seed in seeds:
-            names = _seed_run(out, base_raw, seed, overrides, None)
-        return names
-    threads = max(1, cores // len(seeds))
-    with ProcessPoolExecutor(max_workers=len(seeds), mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_seed_run, out, base_raw, s, tuple(overrides), threads) for s in seeds]
-        results = [f.result() for f in futures]
-    return results[0]
+    run = run_recipe(vexp, datasets, num_classes, only=["step3"], class_names=names)["step3"]
+    add_result(Path(exp.out_dir), v.name, run)

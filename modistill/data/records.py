@@ -1,0 +1,62 @@
+"""The records of a prepared cache's JSON-lines files: the one place their fields are defined.
+
+``index[.shard-i-of-n].jsonl`` holds one `IndexRecord` per finished sample; ``failures[...].jsonl`` and
+``flow_failures[...].jsonl`` one `FailureRecord` per sample that failed in the last run of a shard. Each line
+is one JSON object with sorted keys, written by `modistill.data.cache.JsonlAppender` and read back by
+`modistill.data.cache.read_jsonl` as plain dicts (no validation beyond "one JSON object per line"), so caches
+written before these types existed load unchanged. The types are for documentation and static checking.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+__all__ = ["AlignmentRecord", "FailureRecord", "IndexRecord"]
+
+
+class AlignmentRecord(TypedDict):
+    """The alignment a sample was cropped with (`modistill.data.align.Alignment`, non-finite -> null)."""
+
+    scale: float | None
+    tx: float | None
+    ty: float | None
+    n_pairs: int
+    method: str  # "skeleton" | "fallback" | "registered"
+    residual_px: float | None  # median reprojection error in colour pixels; null for fallback/registered
+    note: str  # fallback: which group's median was used
+
+
+class IndexRecord(TypedDict):
+    """One line of ``index*.jsonl``, written by `modistill.data.prepare_sample.prepare_sample`.
+
+    ``action``/``replication`` are parsed from NTU names (null for other names); ``subject``/``camera``/
+    ``setup`` are the manifest's ids (ints for NTU, free text for users' data, ``setup`` may be null).
+    ``split`` is always null: splits are computed when the cache is read (``samples.txt`` + protocol).
+    """
+
+    name: str
+    label: int  # 0-based class
+    action: int | None
+    subject: int | str
+    camera: int | str
+    setup: int | str | None
+    replication: int | None
+    split: None
+    frames: int  # F, the frame budget: cached frames per modality
+    source_frames: list[int]  # the F source-frame indices (0-based) that were kept
+    source_frame_counts: dict[str, int | None]  # {"rgb", "depth", "skeleton"} -> frames in the source
+    alignment: AlignmentRecord
+    warnings: list[str]  # fallback reason, frame-count mismatch, short video
+    shape: dict[str, list[int]]  # modality -> [F, S, S, C]
+
+
+class FailureRecord(TypedDict):
+    """One line of ``failures*.jsonl`` / ``flow_failures*.jsonl``: ``error`` names the file and the problem.
+
+    ``stage``: "skeleton", "align", "rgb", "depth", "write", "index" (flow: unusable index record),
+    "worker" (the worker process died) or "unexpected" (a bug: the exception type is in ``error``).
+    """
+
+    sample: str
+    stage: str
+    error: str

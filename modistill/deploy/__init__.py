@@ -1,0 +1,58 @@
+"""Deployment: the RGB-only model of a run as a PyTorch module or an ONNX export, with its preprocessing.
+
+    spec.py        DeploySpec (deploy.json) and the crop the training data used
+    model.py       DeployedModel / Deployed / load_deployed (a run folder's deployed stage)
+    preprocess.py  decode + crop + resize + normalise a clip, top-k
+    onnx.py        export to ONNX, check against PyTorch, OnnxPredictor (onnxruntime)
+"""
+
+from __future__ import annotations
+
+import os
+
+from .model import Deployed, DeployedModel, load_deployed
+from .onnx import OnnxPredictor, check_onnx, export_onnx
+from .preprocess import preprocess_frames, read_clip, top_k
+from .spec import (
+    DEPLOY_FILE,
+    MODEL_FILE,
+    CropSpec,
+    DeploySpec,
+    crop_box_pixels,
+    crop_fractions,
+    crop_from_cache,
+)
+
+__all__ = [
+    "DEPLOY_FILE",
+    "MODEL_FILE",
+    "CropSpec",
+    "DeploySpec",
+    "Deployed",
+    "DeployedModel",
+    "OnnxPredictor",
+    "check_onnx",
+    "crop_box_pixels",
+    "crop_fractions",
+    "crop_from_cache",
+    "export_onnx",
+    "load_deployed",
+    "load_predictor",
+    "preprocess_frames",
+    "read_clip",
+    "top_k",
+]
+
+
+def load_predictor(
+    run: str | os.PathLike | None = None,
+    model: str | os.PathLike | None = None,
+    stage: str = "step4",
+    cache: str | os.PathLike | None = None,
+) -> Deployed | OnnxPredictor:
+    """PyTorch from a run folder (``run``) or onnxruntime from an export (``model``: folder or model.onnx)."""
+    if (run is None) == (model is None):
+        raise ValueError("give exactly one of a run folder or an exported model")
+    if model is not None:
+        return OnnxPredictor(model)
+    return load_deployed(run, stage, cache=cache)

@@ -1,0 +1,120 @@
+"""The deployed RGB-only model: a run folder's deployed stage as one module with its `DeploySpec`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from modistill.data import cache as C
+from modistill.pipeline.session import open_run
+
+from .spec import CropSpec, DeploySpec, crop_from_cache
+
+__all__ = ["Deployed", "DeployedModel", "load_deployed"]
+
+
+# -------------------------------------------------------------------------------------------- the model
+class DeployedModel(nn.Module):
+    """The RGB-only deployed model: ``forward(clips (B, K, 3, S, S)) -> logits (B, num_classes)``.
+
+    Runs ``streams`` of ``net`` (a MultiStreamNet) with the single input ``input_key``; connections between
+    the run streams are active, the prediction is the network's fusion of them (late fusion, REF §1)."""
+
+    def __init__(self, net: nn.Module, streams: Sequence[str], input_key: str = "rgb") -> None:
+        super().__init__()
+        wrong = {s: net.specs[s].modality for s in streams if net.specs[s].modality != input_key}
+        if not streams or wrong:
+            raise ValueError(
+                f"deployed streams {list(streams)} must all read {input_key!r}; these do not: {wrong}"
+            )
+        self.net, self.streams, self.input_key = net, tuple(streams), input_key
+
+    def forward(self, clips: Tensor) -> Tensor:
+        return self.net({self.input_key: clips}, streams=self.streams).logits
+
+
+@dataclass
+class Deployed:
+    """A deployed model loaded from a run folder: ``module`` + its :class:`DeploySpec` (``cache``: the
+    prepared cache the run trained on, for reference clips)."""
+
+    module: DeployedModel
+    spec: DeploySpec
+    cache: Path | None = None
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return self.spec.streams
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.spec.input,)
+
+    @property
+    def frames(self) -> int:
+        return self.spec.frames
+
+    @property
+    def size(self) -> int:
+        return self.spec.size
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.spec.class_names
+
+    @property
+    def crop(self) -> CropSpec:
+        return self.spec.crop
+
+    @torch.no_grad()
+    def logits(self, clips: np.ndarray | Tensor) -> np.ndarray:
+        """``(B, K, 3, S, S)`` float32 -> ``(B, num_classes)`` logits (numpy)."""
+        dev = next(self.module.parameters()).device
+        return self.module(torch.as_tensor(clips, dtype=torch.float32, device=dev)).float().cpu().numpy()
+
+
+def load_deployed(
+    run_dir: str | os.PathLike,
+    stage: str = "step4",
+    *,
+    cache: str | os.PathLike | None = None,
+    device: str = "cpu",
+) -> Deployed:
+    """The deployed model of ``stage`` of a run folder, with the best weights, in eval mode.
+
+    ``cache`` overrides the run's ``data.cache`` (its ``cache_config.json`` gives S, its index the crop)."""
+    handle = open_run(run_dir)
+    ev = handle.stages[stage].stage.evaluate if stage in handle.stages else None
+    if ev is None:
+        raise KeyError(f"{run_dir}: stage {stage!r} has no result (finished stages: {sorted(handle.stages)})")
+    if tuple(ev.inputs) != ("rgb",):
+        raise ValueError(
+            f"{run_dir}: stage {stage!r} is evaluated on {list(ev.inputs)}; deployment takes RGB only "
+            "(export step4, or another stage evaluated on rgb alone)"
+        )
+    root = Path(cache or handle.exp.data.cache)
+    if not (root / C.CONFIG_NAME).is_file():
+        raise FileNotFoundError(
+            f"{root / C.CONFIG_NAME}: the run's prepared cache is needed for the input size "
+            "and the crop; pass cache= (--cache) or use an export folder"
+        )
+    cfg = C.load_config(root)
+    names = handle.class_names or cfg.class_names or [f"class_{i}" for i in range(handle.num_classes)]
+    spec = DeploySpec(
+        frames=handle.exp.data.frames,
+        size=cfg.size,
+        class_names=list(names),
+        crop=crop_from_cache(root),
+        stage=stage,
+        streams=tuple(ev.streams),
+        input=ev.inputs[0],
+        run_dir=str(Path(run_dir).resolve()),
+    )
+    module = DeployedModel(handle.model(stage), ev.streams, ev.inputs[0]).to(device).eval()
+    return Deployed(module, spec, root)

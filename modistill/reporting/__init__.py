@@ -1,0 +1,1 @@
+"""Reports: Markdown/HTML tables and figures of finished runs, the ablation table, the motion table."""
