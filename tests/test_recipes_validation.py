@@ -273,3 +273,23 @@ def test_every_table2_row_comes_from_one_variant_whose_recipe_labels_it():
         exp = apply_overrides(ExperimentConfig(), list(v.overrides))
         labels = {ev.paper_row for st in build_recipe(exp.recipe) for ev in (st.evaluate, *st.extra)}
         assert set(v.rows) <= labels, (name, v.rows, labels)
+
+
+def test_stage_keys_ignore_labels_but_not_what_trains():
+    """Relabelling a stage (title, paper row, extra evaluations) keeps its key; changing what it computes or
+    its input channels (the motion recipe's flow stack) does not."""
+    import dataclasses
+
+    from modistill.core.config import apply_overrides
+    from modistill.pipeline.runner import stage_key
+    from modistill.recipes import ExperimentConfig
+
+    exp = ExperimentConfig()
+    st = _garcia()["step2"]
+    k = stage_key(exp, st, {})
+    relabelled = dataclasses.replace(st, title="x", paper_row="99", extra=())
+    assert stage_key(exp, relabelled, {}) == k
+    assert stage_key(exp, dataclasses.replace(st, inputs=("rgb",)), {}) != k
+    motion = apply_overrides(exp, ["recipe.name=motion"])
+    flow = {s.name: s for s in build_recipe(motion.recipe)}["motion_flow"]
+    assert stage_key(motion, flow, {}) != stage_key(apply_overrides(motion, ["recipe.flow_stack=2"]), flow, {})

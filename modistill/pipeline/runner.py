@@ -33,7 +33,7 @@ from modistill.engine.trainer import train_stage
 from modistill.models.multistream import MultiStreamNet, StreamSpec
 from modistill.models.pretrained import load_pretrained
 from modistill.recipes.experiment import ExperimentConfig, build_recipe
-from modistill.recipes.stages import PRETRAINED, Evaluation, Stage, stage_to_dict
+from modistill.recipes.stages import PRETRAINED, Evaluation, Stage, stage_identity, stage_to_dict
 
 from .files import RecipeFile, RunDatasetFile, RunResultsFile, StageResultFile, StageSpecFile
 
@@ -89,7 +89,8 @@ def stage_key(exp: ExperimentConfig, stage: Stage, dep_keys: dict[str, str]) -> 
     data["cache"] = _cache_identity(data["cache"])
     return _key(
         {
-            "stage": stage_to_dict(stage),
+            "stage": stage_identity(stage),
+            "input_channels": exp.recipe.input_channels(),
             "deps": dep_keys,
             "data": data,
             "model": to_dict(exp.model),

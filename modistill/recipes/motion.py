@@ -123,7 +123,7 @@ def motion_recipe(cfg: MotionRecipeConfig) -> list[Stage]:
     rgb = step1_stage("rgb", "RGB")
     flow = Stage(
         name="motion_flow",
-        # The channel count is in the title so that stage keys change with the flow stack L.
+        # The input channel count (2L) enters stage keys through the recipe's input_channels (pipeline/runner.py).
         title=f"Flow teacher: flow stream alone ({L2} input channels)",
         streams=(StreamPlan("flow", "flow", init="pretrained"),),
         loss=LossSpec(kind="ce", classify="flow"),

@@ -91,8 +91,6 @@ class Stage:
     fusion: str = "mean"
     fusion_options: tuple[tuple[str, Any], ...] = ()
     paper_row: str = ""
-    epochs_scale: float = 1.0
-    notes: str = ""
 
     def stream(self, name: str) -> StreamPlan:
         for s in self.streams:
@@ -129,6 +127,19 @@ def stage_to_dict(stage: Stage) -> dict[str, Any]:
         return v
 
     return conv(stage)
+
+
+# What a stage computes: everything but its labels. Titles, paper-row labels and the extra evaluations (computed
+# from the best weights after training) do not change the trained weights, so they stay out of stage keys and
+# relabelling a row never retrains a stage.
+_LABELS = ("title", "paper_row", "extra")
+
+
+def stage_identity(stage: Stage) -> dict[str, Any]:
+    """The part of ``stage_to_dict(stage)`` that determines its trained weights (hashed into stage keys)."""
+    d = {k: v for k, v in stage_to_dict(stage).items() if k not in _LABELS}
+    d["evaluate"] = {k: d["evaluate"][k] for k in ("streams", "inputs")}  # selects the best epoch
+    return d
 
 
 def validate_recipe(stages: list[Stage]) -> None:
