@@ -31,6 +31,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
+from .atomic import write_text_atomic
 from .errors import ModistillError
 from .yamlio import Dumper as _Dumper
 from .yamlio import yaml_load as _yaml_load
@@ -275,13 +276,8 @@ def to_yaml(cfg: Any) -> str:
 
 
 def dump_yaml(cfg: Any, path: str | os.PathLike[str]) -> Path:
-    """Write ``cfg`` as YAML to ``path`` atomically (temporary file + rename); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(to_yaml(cfg), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write ``cfg`` as YAML to ``path`` atomically (`core.atomic`); returns the path."""
+    return write_text_atomic(path, to_yaml(cfg))
 
 
 def config_hash(cfg: Any, length: int = 12) -> str:
