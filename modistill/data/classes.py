@@ -83,8 +83,8 @@ class ClassNameCheck:
 def manifest_class_names(
     entries: Sequence[Any], classes: Sequence[str] | None = None
 ) -> tuple[list[str] | None, list[int]]:
-    """(class names indexed by label, labels that got a placeholder name) of a manifest's entries (`ManifestEntry`: ``.label``,
-    ``.class_name``).
+    """(class names indexed by label, labels that got a placeholder name) of manifest entries
+    (`ManifestEntry`: ``.label``, ``.class_name``).
 
         ``classes`` (a classes file's names) wins; else the ``class_name`` column gives the name of each label it
         covers and labels no row names become ``"class_<k>"`` (listed in the second value so the caller can say
