@@ -8,8 +8,8 @@ prepare` write outside the cache. Two checks, applied where the names enter and 
   , ' @ = ~ % $ ;``; HMDB51's file names use several of these), not starting with ``.`` or ``-`` (no hidden
   files, nothing that reads as a command-line option). Path separators (``/``, ``\\``),
   drive colons, wildcards, quotes, whitespace and control characters are refused, and so is ``..`` anywhere;
-- `contained_path`: joins a root with name parts and checks that the result, with every ``..`` and symbolic
-  link resolved, is still under the resolved root.
+- `contained_path`: joins a root with name parts and checks that the result, with every ``..`` applied, is
+  still under the root.
 
 Paths that manifests and split files point to (videos, depth) are only ever read, never written.
 """
@@ -66,12 +66,13 @@ def check_sample_id(name: str, where: str = "") -> str:
 
 
 def contained_path(root: str | os.PathLike, *parts: str) -> Path:
-    """``root / parts...``, after checking that it resolves (``..`` and symbolic links followed) to a path
-    under the resolved ``root``; `UnsafePathError` naming both otherwise."""
-    root = Path(root)
-    path = root.joinpath(*parts)
-    base = root.resolve()
-    target = path.resolve()
-    if target != base and base not in target.parents:
-        raise UnsafePathError(f"{path}: resolves to {target}, outside the cache folder {base}; refused")
-    return path
+    """``root / parts...``, after checking that it stays under ``root`` once ``.``/``..`` and absolute parts
+    are applied (lexically: a symbolic link the user placed inside the cache, e.g. ``rgb/`` on another disk,
+    is their own choice and is followed); `UnsafePathError` naming both otherwise."""
+    base = os.path.normpath(os.path.abspath(os.fspath(root)))
+    target = os.path.normpath(os.path.join(base, *parts))
+    if os.path.commonpath([base, target]) != base or target == base and parts:
+        raise UnsafePathError(
+            f"{os.path.join(os.fspath(root), *parts)}: outside the cache folder {base}; refused"
+        )
+    return Path(root).joinpath(*parts)
