@@ -128,7 +128,10 @@ class CacheConfig(VersionedFile):
                 a, b = (tuple(m for m in v if not m.startswith("flow")) for v in (a, b))
             if a != b:
                 out.append(f"{name}: {a!r} (cache) vs {b!r} (requested)")
-        for key in ("alignment", "keep_aspect"):  # crop settings of `prepare`, kept in `extra`
+        crop_keys = ("alignment", "keep_aspect")  # crop settings of `prepare`, kept in `extra`
+        if "depth" not in self.modalities and "depth" not in other.modalities:
+            crop_keys = ()  # without depth the whole frame is resized whatever they say
+        for key in crop_keys:
             a, b = self.extra.get(key), other.extra.get(key)
             if a != b:
                 out.append(f"{key}: {a!r} (cache) vs {b!r} (requested)")
