@@ -34,7 +34,8 @@ class CacheConfig(VersionedFile):
     colour map, paper supplement §2) or "raw" (depth scaled linearly to 0..255, 3 equal channels),
     ``depth_near_mm``/``depth_far_mm`` the range the encoding maps, ``depth_scale`` the source's depth units
     per metre (1000 = mm) and ``depth_decode`` "plain" or "sunrgbd" (a 3-bit rotation undone before scaling;
-    `modistill.data.depth_units`). ``source`` is the kind of source (`SOURCE_KINDS`), ``source_path`` its
+    `modistill.data.depth_units`). ``source`` is the kind of source (`SOURCE_KINDS` as `modistill prepare` writes it; hand-made caches may
+    hold other text), ``source_path`` its
     absolute path (NTU root, manifest file, UCF101/HMDB51 root), ``source_split``/``source_split_dir`` the
     official split N and split-file folder of UCF101/HMDB51. ``num_classes``/``class_names`` (index = label;
     None when the source names none, e.g. NTU). ``extra`` holds the settings of the passes that wrote the
@@ -89,8 +90,8 @@ class CacheConfig(VersionedFile):
             raise ValueError(f"depth scale (units per metre) must be > 0, got {self.depth_scale!r}")
         if self.depth_decode not in (None, "plain", "sunrgbd"):
             raise ValueError(f"depth decode must be 'plain' or 'sunrgbd', got {self.depth_decode!r}")
-        if self.source not in ("", *SOURCE_KINDS):
-            raise ValueError(f"cache source must be one of {SOURCE_KINDS}, got {self.source!r}")
+        if not isinstance(self.source, str):
+            raise ValueError(f"cache source must be a string (one of {SOURCE_KINDS}), got {self.source!r}")
         if not isinstance(self.extra, dict):
             raise ValueError(f"cache config 'extra' must be a mapping, got {self.extra!r}")
         unknown = set(self.modalities) - set(KNOWN_MODALITIES)
