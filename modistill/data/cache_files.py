@@ -34,10 +34,10 @@ class CacheConfig(VersionedFile):
     colour map, paper supplement §2) or "raw" (depth scaled linearly to 0..255, 3 equal channels),
     ``depth_near_mm``/``depth_far_mm`` the range the encoding maps, ``depth_scale`` the source's depth units
     per metre (1000 = mm) and ``depth_decode`` "plain" or "sunrgbd" (a 3-bit rotation undone before scaling;
-    `modistill.data.depth_units`). ``source`` is the kind of source (`SOURCE_KINDS` as `modistill prepare` writes it; hand-made caches may
-    hold other text), ``source_path`` its
-    absolute path (NTU root, manifest file, UCF101/HMDB51 root), ``source_split``/``source_split_dir`` the
-    official split N and split-file folder of UCF101/HMDB51. ``num_classes``/``class_names`` (index = label;
+    `modistill.data.depth_units`). ``source`` is the kind of source (one of `SOURCE_KINDS` when `modistill
+    prepare` wrote it; hand-made caches may hold other text), ``source_path`` its absolute path (NTU root,
+    manifest file, UCF101/HMDB51 root), ``source_split``/``source_split_dir`` the official split N and
+    split-file folder of UCF101/HMDB51. ``num_classes``/``class_names`` (index = label;
     None when the source names none, e.g. NTU). ``extra`` holds the settings of the passes that wrote the
     arrays: ``alignment`` and ``keep_aspect`` (`modistill prepare`), ``flow`` (`modistill.data.prepare_flow`:
     method, stack, bound, compute_size, params; `flow_bound` reads the bound).
