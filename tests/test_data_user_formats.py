@@ -113,12 +113,8 @@ def test_generic_png_depth_sequence_and_depth_video(tmp_path: Path) -> None:
 
 
 def test_depth_presets_and_decoding() -> None:
-    assert (
-        parse_depth_units("kinect")
-        == parse_depth_units("NTU")
-        == parse_depth_units("1000")
-        == DEPTH_PRESETS["mm"]
-    )
+    assert parse_depth_units("kinect") == parse_depth_units("NTU") == DEPTH_PRESETS["mm"]
+    assert parse_depth_units("1000").scale == 1000.0
     assert parse_depth_units("1000").scale == 1000.0 and parse_depth_units("tum").scale == 5000.0
     assert parse_depth_units("2.5e3") == DepthUnits("custom", 2500.0)
     for bad, match in (("nyu-raw", "disparity"), ("0", "positive"), ("feet", "expected units per metre")):
