@@ -74,6 +74,9 @@ def test_ucf101_tree_prepares_with_flow(tmp_path: Path, ucf_clip: Path, capsys) 
         == 0
     )
     assert "4 already done" in capsys.readouterr().out
+    # Without --flow, the RGB pass alone: the flow it recorded stays in the config.
+    assert main(["prepare", str(root), str(out), "--layout", "ucf101", "--split", "1", *JOB]) == 0
+    assert C.load_config(out).modalities == ("rgb", "flow") and C.load_config(out).flow_bound == 20.0
 
 
 def test_ucf101_split_files_cannot_leave_the_tree(tmp_path: Path, ucf_clip: Path, capsys) -> None:

@@ -131,15 +131,19 @@ def _open_config(out: Path, cfg: C.CacheConfig, restart: bool, notes: list[str])
         except C.CacheError:
             have = None  # unreadable: replaced below if nothing was finished with it
         diff = have.mismatches(cfg) if have is not None else ["the existing config is unreadable"]
-        if not diff:
-            if (have.source, have.source_path) != (cfg.source, cfg.source_path):  # type: ignore[union-attr]
+        if not diff and have is not None:
+            # Same content: keep what other passes recorded (flow), update where the data is and its classes.
+            keys = ("source", "source_path", "source_split", "source_split_dir", "num_classes", "class_names")
+            new = replace(have, **{k: getattr(cfg, k) for k in keys})
+            if (have.source, have.source_path) != (cfg.source, cfg.source_path):
                 notes.append(
-                    f"{path} records source {have.source} {have.source_path!r}; "  # type: ignore[union-attr]
-                    f"this run reads {cfg.source} {cfg.source_path!r}"
+                    f"{path} recorded source {have.source} {have.source_path!r}; "
+                    f"this run reads {cfg.source} {cfg.source_path!r} (recorded now)"
                 )
-            else:
-                return
-        elif not C.has_finished_samples(out):
+            if new != have:
+                new.write(path)
+            return
+        if not C.has_finished_samples(out):
             notes.append(
                 f"{path}: no sample was finished with the old settings ({'; '.join(diff)}); replaced"
             )
