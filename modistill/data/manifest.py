@@ -56,15 +56,16 @@ class ManifestError(ModistillError, ValueError):
     """A manifest is malformed; the message names the file and line."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ManifestEntry:
     """One sample. Paths are absolute after reading; ``subject``/``view``/``setup`` are ints when the text
     is an integer (NTU), else strings (users' own ids); ``view`` is None for data without views (UCF101,
-    HMDB51). ``split`` is "train" | "val" | "test" or None; ``class_name`` the label's name or None."""
+    HMDB51). ``split`` is "train" | "val" | "test" or None; ``class_name`` the label's name or None.
+    Keyword-only; ``depth`` defaults to None (RGB-only / flow data)."""
 
     sample: str
     rgb: Path
-    depth: Path | None
+    depth: Path | None = None
     label: int
     subject: int | str
     view: int | str | None
