@@ -100,13 +100,17 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="also compute optical flow (given alone: tvl1; dis and farneback are much faster)",
     )
     flow.add_argument(
-        "--flow-stack", type=int, default=1, metavar="L", help="flow fields stacked per frame (2L channels)"
+        "--flow-stack",
+        type=int,
+        default=None,
+        metavar="L",
+        help="flow fields stacked per frame (2L channels, L=1)",
     )
     flow.add_argument(
         "--flow-size", type=int, default=None, metavar="N", help="compute flow at N x N (default: --size)"
     )
     flow.add_argument(
-        "--flow-bound", type=float, default=20.0, metavar="PX", help="flow quantisation clip in pixels (20)"
+        "--flow-bound", type=float, default=None, metavar="PX", help="flow quantisation clip in pixels (20)"
     )
     job = parser.add_argument_group("job")
     job.add_argument(
@@ -133,6 +137,11 @@ def register(parser: argparse.ArgumentParser) -> None:
 def _modalities(args: argparse.Namespace) -> tuple[tuple[str, ...] | None, str | None]:
     """(modalities for the RGB/depth pass or None = as the data has them, flow method or None)."""
     method = args.flow
+    if args.modalities is not None and "flow" in args.modalities.split(","):
+        method = method or "tvl1"
+    given = [f"--flow-{k}" for k in ("stack", "size", "bound") if getattr(args, f"flow_{k}") is not None]
+    if given and not method:
+        raise ValueError(f"{', '.join(given)} set(s) the flow pass: add --flow (or flow to --modalities)")
     if args.modalities is None:
         return None, method
     mods = [m.strip() for m in args.modalities.split(",") if m.strip()]
@@ -207,10 +216,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {note}", file=sys.stderr)
         fres = None
         if method:
+            from modistill.data.flow import FLOW_BOUND
             from modistill.data.prepare_flow import FlowOptions, prepare_flow
 
             fopts = FlowOptions(
-                method=method, stack=args.flow_stack, compute_size=args.flow_size, bound=args.flow_bound
+                method=method,
+                stack=1 if args.flow_stack is None else args.flow_stack,
+                compute_size=args.flow_size,
+                bound=FLOW_BOUND if args.flow_bound is None else args.flow_bound,
             )
             fres = prepare_flow(
                 args.out,
@@ -253,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
         from modistill.data.prepare_flow import flow_failures_path
 
         print(
-            f"{args.out}{where}: flow ({method}, L={args.flow_stack}, bound {args.flow_bound:g} px) for "
+            f"{args.out}{where}: flow ({method}, L={fopts.stack}, bound {fopts.bound:g} px) for "
             f"{len(fres.done)} samples, {len(fres.skipped)} already done, {len(fres.failures)} failed, "
             f"in {fres.seconds:.1f} s"
         )

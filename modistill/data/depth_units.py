@@ -156,10 +156,17 @@ def check_depth(depth: np.ndarray, units: DepthUnits, near_mm: float, far_mm: fl
     if valid.size == 0:
         out.warnings.append(f"depth check: no depth reading in any kept frame {hint}")
         return out
-    mm = valid.astype(np.float64) * (1000.0 / units.scale)
-    med = float(np.median(mm)) / 1000.0
-    far, near = float(np.mean(mm > far_mm)), float(np.mean(mm < near_mm))
-    levels = int(np.unique(valid).size)
+    # In the stored units (no float copy of every pixel): thresholds scaled instead; distinct values counted
+    # with a histogram (O(n), unlike np.unique's sort). A few ms for 16 frames of 512x424.
+    per_mm = units.scale / 1000.0
+    med = float(np.median(valid)) / units.scale
+    far = float(np.count_nonzero(valid > far_mm * per_mm)) / valid.size
+    near = float(np.count_nonzero(valid < near_mm * per_mm)) / valid.size
+    levels = (
+        int(np.count_nonzero(np.bincount(valid.ravel())))
+        if valid.dtype.kind == "u"
+        else np.unique(valid).size
+    )
     out.stats.update(
         median_m=round(med, 4), beyond_far=round(far, 4), below_near=round(near, 4), levels=levels
     )
