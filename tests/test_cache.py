@@ -129,11 +129,13 @@ def test_select_shard_partitions(names: set[str], n: int) -> None:
 
 
 def test_config_roundtrip_and_mismatch(tmp_path: Path) -> None:
-    cfg = C.CacheConfig(size=32, frames=8, depth_encoding="raw", source="/data", num_classes=60)
+    cfg = C.CacheConfig(
+        size=32, frames=8, depth_encoding="raw", source="ntu", source_path="/data", num_classes=60
+    )
     cfg.write(tmp_path / C.CONFIG_NAME)
     got = C.load_config(tmp_path)
     assert got == cfg and got.modalities == ("rgb", "depth")
-    other = C.CacheConfig(size=64, frames=8, depth_encoding="jet", source="/elsewhere")
+    other = C.CacheConfig(size=64, frames=8, depth_encoding="jet", source="ntu", source_path="/elsewhere")
     diff = got.mismatches(other)
     assert len(diff) == 2 and diff[0].startswith("size: 32") and diff[1].startswith("depth_encoding")
 
@@ -188,13 +190,31 @@ def test_legacy_config_loads_and_is_written_as_a_versioned_file(tmp_path: Path) 
     (tmp_path / C.CONFIG_NAME).write_text(json.dumps(LEGACY_CONFIG, indent=2, sort_keys=True) + "\n")
     cfg = C.load_config(tmp_path)
     assert cfg.modalities == ("rgb", "depth", "flow") and cfg.extra["flow"]["method"] == "dis"
-    assert cfg.class_names == LEGACY_CONFIG["class_names"] and cfg.source == "/data/src"
+    assert cfg.class_names == LEGACY_CONFIG["class_names"]
+    # Version 1 stored the source's path in "source": it becomes source_path, the kind is read from it, and
+    # the depth (always read as millimetres then) gets its units.
+    assert (cfg.source, cfg.source_path) == ("ntu", "/data/src")
+    assert (cfg.depth_scale, cfg.depth_decode, cfg.flow_bound) == (1000.0, "plain", 20.0)
     cfg.write(tmp_path / "again.json")
     written = json.loads((tmp_path / "again.json").read_text())
-    # The same keys and values plus the schema's "format"; "extra" stays a nested object.
-    assert written == {**LEGACY_CONFIG, "format": "cache_config"}
+    # The same keys and values, upgraded to version 2, plus the schema's "format"; "extra" stays nested.
+    upgraded = {
+        **LEGACY_CONFIG,
+        "source": "ntu",
+        "source_path": "/data/src",
+        "source_split": None,
+        "source_split_dir": None,
+        "depth_scale": 1000.0,
+        "depth_decode": "plain",
+        "version": 2,
+    }
+    assert written == {**upgraded, "format": "cache_config"}
     assert C.CacheConfig.read(tmp_path / "again.json") == cfg
     assert cfg.mismatches(C.CacheConfig.from_dict(written)) == []
+    legacy_manifest = {**LEGACY_CONFIG, "source": "/data/m.csv", "modalities": ["rgb"]}
+    (tmp_path / C.CONFIG_NAME).write_text(json.dumps(legacy_manifest))
+    cfg = C.load_config(tmp_path)
+    assert (cfg.source, cfg.source_path, cfg.depth_scale, cfg.flow_bound) == ("manifest", "/data/m.csv", None, None)
 
 
 def test_fallback_file_roundtrip_and_legacy(tmp_path: Path) -> None:

@@ -50,7 +50,8 @@ def test_prepare_writes_arrays_index_and_config(prepared) -> None:
     assert res.exit_status == 0 and sorted(res.done) == GOOD and not res.failures and not res.skipped
     cfg = C.load_config(out)
     assert (cfg.size, cfg.frames, cfg.depth_encoding, cfg.num_classes) == (32, 8, "raw", 60)
-    assert cfg.source == str(src.resolve())
+    assert (cfg.source, cfg.source_path) == ("ntu", str(src.resolve()))
+    assert (cfg.depth_scale, cfg.depth_decode, cfg.modalities) == (1000.0, "plain", ("rgb", "depth"))
     assert C.read_sample_list(out) == GOOD
     recs = C.read_index(out)
     assert [r["name"] for r in recs] == GOOD
@@ -115,7 +116,7 @@ def test_failures_are_listed_while_the_rest_completes(tmp_path: Path) -> None:
     assert f"{bad_avi}_rgb.avi" in fails[bad_avi]["error"] and "cannot open video" in fails[bad_avi]["error"]
     assert fails[no_depth]["stage"] == "depth"
     assert f"nturgb+d_depth_masked/{no_depth}" in fails[no_depth]["error"]
-    assert "depth folder not found" in fails[no_depth]["error"]
+    assert "depth folder or video not found" in fails[no_depth]["error"]
     # A resumed run retries only the failed ones (and fails them again, with the same status).
     res = prepare_cache(out, src, options=PrepareOptions(size=16, frames=4))
     assert sorted(res.skipped) == GOOD[:2] and res.done == [] and len(res.failures) == 3
@@ -247,7 +248,10 @@ def test_real_ntu_video_and_skeleton(tmp_path: Path, ntu_fixtures: Path) -> None
     for sub, fname in (("nturgb+d_rgb", f"{name}_rgb.avi"), ("nturgb+d_skeletons", f"{name}.skeleton")):
         (src / sub).mkdir(parents=True)
         (src / sub / fname).symlink_to(ntu_fixtures / fname)
-    write_depth_frames(src / "nturgb+d_depth_masked" / name, np.full((103, 424, 512), 2500, np.uint16))
+    # A plausible masked depth: a person-sized region 2.2-2.8 m away, 0 (masked) elsewhere.
+    depth = np.zeros((103, 424, 512), np.uint16)
+    depth[:, 100:350, 200:320] = np.linspace(2200, 2800, 120, dtype=np.uint16)[None, None, :]
+    write_depth_frames(src / "nturgb+d_depth_masked" / name, depth)
     missing = ntu_fixtures / "NTU_RGBD_samples_with_missing_skeletons.txt"
     res = prepare_cache(tmp_path / "cache", src, options=OPTS, missing_list=missing)
     assert res.exit_status == 0, res.failures

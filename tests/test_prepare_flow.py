@@ -188,7 +188,7 @@ def test_cli_prepare_with_flow(flow_cache, tmp_path, capsys):
     out = tmp_path / "cli"
     argv = ["prepare", str(flow_cache["src"]), str(out), "--size", "16", "--frames", "4", "--workers", "1"]
     assert main([*argv, "--limit", "3", "--quiet", "--flow", "farneback", "--flow-stack", "1"]) == 0
-    assert "flow (farneback, L=1) for 3 samples" in capsys.readouterr().out
+    assert "flow (farneback, L=1, bound 20 px) for 3 samples" in capsys.readouterr().out
     assert sorted(p.stem for p in (out / "flow").glob("*.npy")) == sorted(flow_cache["names"])[:3]
     assert read_flow(out, sorted(flow_cache["names"])[0]).shape == (4, 16, 16, 2)
     # Other flow settings on the same cache: exit status 2 and a message naming the config file.

@@ -18,11 +18,16 @@ HMDB51 (Kuehne et al. 2011; the official ``testTrainMulti_7030_splits`` folder):
 
 N = 1, 2, 3. Class names come from the split file names; labels are the 0-based positions of the class names
 in sorted (alphabetical) order, our choice (the official release defines no class ids). Videos with id 0 are
-not used by the split and are counted, not returned.
+not used by the split and are counted, not returned. HMDB51 file names read ``<movie>_<class>_<tags>_<n>``
+(Kuehne et al. 2011: clips cut from movies and web videos, with visibility / camera / quality tags and a clip
+number); the entry's ``group`` is the source movie (the text before ``_<class>_``, else the name without its
+trailing ``_<n>``), so clips of one movie can be kept in one split.
 
 Both readers accept CRLF files and trailing blanks (the official files have both), and raise
 :class:`LayoutError` naming the split file and line for unknown classes, malformed lines, label mismatches,
-duplicate entries and missing videos; nothing is skipped silently.
+duplicate entries, missing videos, video names that are not safe sample ids and paths that leave the dataset
+root (`modistill.data.paths`: the names become cache file names; the videos are only read); nothing is
+skipped silently.
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ from typing import Any
 
 from modistill.core.errors import ModistillError
 
-__all__ = ["LayoutError", "VideoEntry", "VideoList", "hmdb51_entries", "ucf101_entries"]
+from .paths import UnsafePathError, check_sample_id
+
+__all__ = ["LayoutError", "VideoEntry", "VideoList", "hmdb51_entries", "hmdb51_movie", "ucf101_entries"]
 
 SPLITS = (1, 2, 3)
 _UCF_GROUP = re.compile(r"_g(\d+)_c(\d+)$")
@@ -45,10 +52,27 @@ class LayoutError(ModistillError, ValueError):
     """A dataset layout or split file is invalid; the message names the file (and line)."""
 
 
+def _safe_stem(name: str, where: str) -> str:
+    try:
+        return check_sample_id(Path(name).stem, where)
+    except UnsafePathError as exc:
+        raise LayoutError(str(exc)) from None
+
+
+def hmdb51_movie(stem: str, class_name: str) -> str:
+    """The source movie of an HMDB51 clip ``<movie>_<class>_<tags>_<n>``: the text before ``_<class>_``, else
+    the name without a trailing ``_<n>``, else the name itself."""
+    cut = stem.rfind(f"_{class_name}_")
+    if cut > 0:
+        return stem[:cut]
+    m = re.fullmatch(r"(.+)_\d+", stem)
+    return m.group(1) if m else stem
+
+
 @dataclass(frozen=True)
 class VideoEntry:
     """One video of a split: ``sample`` (the file stem, unique), ``path`` (absolute), ``label`` (0-based),
-    ``split`` ("train" | "test"), ``class_name``, ``group`` (UCF101 ``gXX`` or None)."""
+    ``split`` ("train" | "test"), ``class_name``, ``group`` (UCF101 ``gXX``; HMDB51 the source movie)."""
 
     sample: str
     path: Path
@@ -148,6 +172,8 @@ def ucf101_entries(
                 want = "'<Class>/<video>.avi <label>'" if kind == "train" else "'<Class>/<video>.avi'"
                 raise LayoutError(f"{path}:{n}: expected {want}, got {line!r}")
             rel = parts[0].replace("\\", "/")
+            if rel.startswith("/") or ".." in rel.split("/") or re.match(r"^[A-Za-z]:", rel):
+                raise LayoutError(f"{path}:{n}: video path {parts[0]!r} leaves the dataset folder")
             folder = rel.split("/")[0] if "/" in rel else ""
             label = by_name.get(folder, by_lower.get(folder.lower()))
             if label is None:
@@ -161,7 +187,7 @@ def ucf101_entries(
             video = root / rel
             if check_files and not video.is_file():
                 raise LayoutError(f"{path}:{n}: video not found: {video}")
-            stem = Path(rel).stem
+            stem = _safe_stem(rel, f"{path}:{n}")
             m = _UCF_GROUP.search(stem)
             entries.append(
                 VideoEntry(stem, video, label, kind, classes[label], f"g{m.group(1)}" if m else None)
@@ -211,7 +237,7 @@ def hmdb51_entries(
             name, tag = parts
             if "/" in name or "\\" in name:
                 raise LayoutError(f"{path}:{n}: expected a bare video file name, got {name!r}")
-            stem = Path(name).stem
+            stem = _safe_stem(name, f"{path}:{n}")
             if stem in where:
                 raise LayoutError(f"{path}:{n}: video {stem!r} listed twice (also at {where[stem]})")
             where[stem] = f"{path}:{n}"
@@ -221,5 +247,6 @@ def hmdb51_entries(
             video = root / cls / name
             if check_files and not video.is_file():
                 raise LayoutError(f"{path}:{n}: video not found: {video}")
-            entries.append(VideoEntry(stem, video, label_of[cls], "train" if tag == "1" else "test", cls))
+            split_name = "train" if tag == "1" else "test"
+            entries.append(VideoEntry(stem, video, label_of[cls], split_name, cls, hmdb51_movie(stem, cls)))
     return VideoList("hmdb51", split, classes, entries, unused=unused, sources=files)

@@ -2,14 +2,19 @@
 
 Layout of a cache folder (written by `modistill prepare`, read by `CachedClipDataset`)::
 
-    cache_config.json                 `CacheConfig`: size S, frame budget F, depth encoding, source, version
+    cache_config.json                 `CacheConfig`: size, frames, modalities, depth units/encoding, source,
+                                      classes
     samples.txt                       every sample name of the source (splits are drawn over this list)
-    <modality>/<sample>.npy           uint8 (F, S, S, 3) per modality ("rgb", "depth"); np.load(mmap_mode="r")
+    <modality>/<sample>.npy           uint8 (F, S, S, C) per modality ("rgb", "depth", "flow"); mmap-able
     index.jsonl                       one `records.IndexRecord` per finished sample (unsharded run)
     index.shard-<i>-of-<n>.jsonl      the same for `--shard i/n`; readers merge every index file
     failures.jsonl                    one `records.FailureRecord` per sample that failed in the last run
     failures.shard-<i>-of-<n>.jsonl   the same per shard
+    warnings[.shard-<i>-of-<n>].jsonl one `records.WarningRecord` per warning of the samples in that index
     fallback_alignment.json           `FallbackFile`: per-group alignments lent to samples without skeletons
+
+Every path built from a sample name goes through `array_path`, which refuses unsafe names and paths outside
+the cache folder (`modistill.data.paths`).
 
 The two JSON files are `modistill.core.schema.VersionedFile` s (``"format"`` + ``"version"`` keys; files
 written before they carried them read as version 1). The JSON-lines record fields are defined once, in
@@ -28,9 +33,8 @@ import json
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -38,122 +42,37 @@ from modistill.core.atomic import (
     write_text_atomic,
 )
 from modistill.core.errors import ModistillError, SchemaError
-from modistill.core.schema import VersionedFile
 
-from .records import FailureRecord, IndexRecord
+from .cache_files import (  # noqa: F401 - re-exported: the cache's files are read as C.CacheConfig etc.
+    DEPTH_ENCODINGS,
+    KNOWN_MODALITIES,
+    MODALITIES,
+    SOURCE_KINDS,
+    CacheConfig,
+    FallbackFile,
+)
+from .paths import check_sample_id, contained_path
+from .records import FailureRecord, IndexRecord, WarningRecord
 
 CONFIG_NAME = "cache_config.json"
 FALLBACK_NAME = "fallback_alignment.json"
 SAMPLES_NAME = "samples.txt"
-MODALITIES: tuple[str, ...] = ("rgb", "depth")
-# Modalities a cache may hold: "flow" is written by the optical-flow extraction (modistill.data.flow).
-KNOWN_MODALITIES: tuple[str, ...] = ("rgb", "depth", "flow")
-DEPTH_ENCODINGS: tuple[str, ...] = ("jet", "raw")
-
-_SHARD_FILE = re.compile(r"^(index|failures)\.shard-(\d+)-of-(\d+)\.jsonl$")
+_SHARD_FILE = re.compile(r"^(index|failures|warnings)\.shard-(\d+)-of-(\d+)\.jsonl$")
 
 
 class CacheError(ModistillError, RuntimeError):
     """A cache folder is missing, incomplete, corrupt or incompatible; the message names the file."""
 
 
-@dataclass
-class CacheConfig(VersionedFile):
-    """What a cache folder holds; written once as ``cache_config.json`` (`VersionedFile` ``cache_config``).
-
-    ``size`` is the side S of the square crops, ``frames`` the frame budget F (evenly spaced source frames
-    kept per sample), ``depth_encoding`` "jet" (jet colour map, paper supplement §2) or "raw" (depth scaled
-    linearly to 0..255, 3 equal channels); ``depth_near_mm``/``depth_far_mm`` the range the encoding maps.
-    ``extra`` holds the settings of the passes that wrote the arrays: ``alignment`` and ``keep_aspect``
-    (`modistill prepare`), ``flow`` (`modistill.data.prepare_flow`).
-    """
-
-    KIND: ClassVar[str] = "cache_config"
-    VERSION: ClassVar[int] = 1
-    # Fields that change the stored arrays: a resumed or sharded run must agree on all of them.
-    CONTENT_FIELDS: ClassVar[tuple[str, ...]] = (
-        "size",
-        "frames",
-        "depth_encoding",
-        "depth_near_mm",
-        "depth_far_mm",
-        "modalities",
-    )
-
-    size: int
-    frames: int
-    depth_encoding: str = "jet"
-    depth_near_mm: float | None = None
-    depth_far_mm: float | None = None
-    modalities: tuple[str, ...] = MODALITIES
-    source: str = ""
-    num_classes: int | None = None
-    class_names: list[str] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.modalities = tuple(self.modalities)
-        if self.size < 8:
-            raise ValueError(f"cache size must be >= 8 pixels, got {self.size}")
-        if self.frames < 1:
-            raise ValueError(f"cache frame budget must be >= 1, got {self.frames}")
-        if self.depth_encoding not in DEPTH_ENCODINGS:
-            raise ValueError(f"depth encoding must be one of {DEPTH_ENCODINGS}, got {self.depth_encoding!r}")
-        if not isinstance(self.extra, dict):
-            raise ValueError(f"cache config 'extra' must be a mapping, got {self.extra!r}")
-        unknown = set(self.modalities) - set(KNOWN_MODALITIES)
-        if unknown or not self.modalities:
-            raise ValueError(
-                f"modalities must be a non-empty subset of {KNOWN_MODALITIES}, got {self.modalities}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "modalities": list(self.modalities)}
-
-    def mismatches(self, other: CacheConfig) -> list[str]:
-        """Human-readable differences in the content-defining fields."""
-        out = []
-        for name in self.CONTENT_FIELDS:
-            a, b = getattr(self, name), getattr(other, name)
-            if name == "modalities":
-                # Flow is added to a finished cache by its own pass (prepare_flow.py, which checks its own
-                # settings): re-running `prepare` on such a cache must not see it as a conflict.
-                a, b = (tuple(m for m in v if not m.startswith("flow")) for v in (a, b))
-            if a != b:
-                out.append(f"{name}: {a!r} (cache) vs {b!r} (requested)")
-        for key in ("alignment", "keep_aspect"):  # crop settings of `prepare`, kept in `extra`
-            a, b = self.extra.get(key), other.extra.get(key)
-            if a != b:
-                out.append(f"{key}: {a!r} (cache) vs {b!r} (requested)")
-        return out
-
-
-@dataclass
-class FallbackFile(VersionedFile):
-    """``fallback_alignment.json``: the fallback alignment table of `modistill prepare` (derived data).
-
-    ``groups``: group key ``"<setup>|<view>"`` -> ``[[scale, tx, ty], ...]``, the skeleton fits of the group;
-    ``stamp``: ``{"candidates": samples with a skeleton file, "per_group": --fallback-samples}`` of the source
-    it was fitted on (a table whose stamp differs from the run's is rebuilt).
-    """
-
-    KIND: ClassVar[str] = "fallback_alignment"
-    VERSION: ClassVar[int] = 1
-
-    groups: dict[str, list[list[float]]]
-    stamp: dict[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.groups, dict) or not isinstance(self.stamp, dict):
-            raise SchemaError(f"{self.KIND}: 'groups' and 'stamp' must be JSON objects")
-
-
 # --------------------------------------------------------------------------------------------------- paths
 
 
 def array_path(root: str | os.PathLike, modality: str, name: str) -> Path:
-    """``<root>/<modality>/<name>.npy``."""
-    return Path(root) / modality / f"{name}.npy"
+    """``<root>/<modality>/<name>.npy``; an unsafe sample name or modality, or a path that would leave
+    ``root``, is an `UnsafePathError` (`modistill.data.paths`)."""
+    check_sample_id(name, f"{root}")
+    check_sample_id(modality, f"{root}")
+    return contained_path(root, modality, f"{name}.npy")
 
 
 def shard_suffix(shard: tuple[int, int] | None) -> str:
@@ -205,6 +124,10 @@ def _part_files(root: Path, kind: str) -> list[Path]:
             parts.append((int(m.group(3)), int(m.group(2)), p))
     out.extend(p for _, _, p in sorted(parts))
     return out
+
+
+def warnings_path(root: str | os.PathLike, shard: tuple[int, int] | None = None) -> Path:
+    return Path(root) / f"warnings{shard_suffix(shard)}.jsonl"
 
 
 def index_files(root: str | os.PathLike) -> list[Path]:
@@ -318,6 +241,62 @@ def read_failures(root: str | os.PathLike) -> list[FailureRecord]:
     for path in _part_files(Path(root), "failures"):
         out.extend(cast(list[FailureRecord], read_jsonl(path)))
     return out
+
+
+def read_warnings(root: str | os.PathLike) -> list[WarningRecord]:
+    """Warning records (sample, warning) of every shard's index, as of each shard's last run."""
+    out: list[WarningRecord] = []
+    for path in _part_files(Path(root), "warnings"):
+        out.extend(cast(list[WarningRecord], read_jsonl(path)))
+    return out
+
+
+def write_warnings(root: str | os.PathLike, shard: tuple[int, int] | None = None) -> list[WarningRecord]:
+    """Rewrite ``warnings[.shard-i-of-n].jsonl`` from the warnings of the records in the shard's index file
+    (so samples finished by earlier runs keep theirs listed); returns the records written."""
+    index = index_path(root, shard)
+    recs = read_jsonl(index) if index.is_file() else []
+    latest = {r["name"]: r for r in recs if "name" in r}  # a re-prepared sample: its last record
+    rows = [
+        WarningRecord(sample=name, warning=str(w))
+        for name, r in sorted(latest.items())
+        for w in r.get("warnings") or []
+    ]
+    write_text_atomic(warnings_path(root, shard), "".join(json.dumps(w, sort_keys=True) + "\n" for w in rows))
+    return rows
+
+
+def has_finished_samples(root: str | os.PathLike) -> bool:
+    """Whether any index file of ``root`` holds a record (a sample some run finished)."""
+    return any(read_jsonl(p) for p in index_files(root))
+
+
+# Everything `modistill prepare` writes into a cache folder (for `clear_cache`): files, and folders of arrays.
+_CACHE_FILES = (CONFIG_NAME, SAMPLES_NAME, FALLBACK_NAME)
+_CACHE_GLOBS = ("index*.jsonl", "failures*.jsonl", "warnings*.jsonl", "flow_failures*.jsonl")
+
+
+def clear_cache(root: str | os.PathLike) -> int:
+    """Delete what `modistill prepare` wrote into the cache folder ``root`` (its config, sample list, index,
+    failures, warnings, fallback table and the ``.npy`` arrays and temporary files of every modality folder),
+    for ``prepare --restart``. Other files are left alone; modality folders are removed only when empty.
+    Returns the number of files deleted."""
+    root = Path(root)
+    n = 0
+    files = [root / f for f in _CACHE_FILES] + [p for g in _CACHE_GLOBS for p in root.glob(g)]
+    for m in KNOWN_MODALITIES:
+        folder = root / m
+        if folder.is_dir() and not folder.is_symlink():
+            files += [p for p in folder.iterdir() if p.suffix in (".npy", ".tmp") and p.is_file()]
+    for p in files:
+        if p.is_file():
+            p.unlink()
+            n += 1
+    for m in KNOWN_MODALITIES:
+        folder = root / m
+        if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+            folder.rmdir()
+    return n
 
 
 def write_sample_list(root: str | os.PathLike, names: Iterable[str]) -> None:

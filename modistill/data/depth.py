@@ -1,8 +1,12 @@
-"""Masked depth frames (16-bit PNG, millimetres) and their 3-channel encodings.
+"""Depth frames (16-bit PNG sequences or lossless 16-bit depth video) and their 3-channel encodings.
 
 NTU stores one folder per sample holding ``MDepth-%08d.png`` with a 1-based frame number (REF §4); the masked
 depth keeps only the body region, everything else is 0. Frame *indices* in this API are 0-based like the
-video's, so index ``i`` reads ``MDepth-{i + 1:08d}.png``.
+video's, so index ``i`` reads ``MDepth-{i + 1:08d}.png``. Other recordings are read too: a folder of 16-bit
+PNGs with other names (ordered by `video.frame_files`: numerically when every name is a number, e.g.
+``00000.png``, else by name), or a 16-bit grey video file (FFV1 ``gray16le`` in Matroska, written by
+`write_depth_video`; lossless, so the values keep their units). Values are the sensor's units: the
+conversion to millimetres (``--depth-scale``) and the plausibility check live in `modistill.data.depth_units`.
 """
 
 from __future__ import annotations
@@ -16,13 +20,17 @@ import numpy as np
 
 from modistill.core.errors import ModistillError
 
+from .video import VideoReadError, frame_files, read_gray16_frames, video_frame_count
+
 __all__ = [
     "DEPTH_PATTERN",
     "DepthReadError",
+    "depth_frame_files",
     "depth_frame_path",
     "depth_frame_count",
     "read_depth_frames",
     "write_depth_frames",
+    "write_depth_video",
     "encode_depth",
     "KINECT_NEAR_MM",
     "KINECT_FAR_MM",
@@ -46,17 +54,23 @@ def depth_frame_path(folder: str | Path, index: int) -> Path:
     return Path(folder) / DEPTH_PATTERN.format(int(index) + 1)
 
 
-def depth_frame_count(folder: str | Path) -> int:
-    """Number of ``MDepth-*.png`` frames in ``folder``; numbering must be contiguous from 1.
+def depth_frame_files(folder: str | Path) -> list[Path]:
+    """The depth frames of a folder in order: NTU's ``MDepth-%08d.png`` (numbered contiguously from 1) when
+    the folder holds any, else every ``*.png`` ordered by `video.frame_files`.
 
-    A gap would silently shift frames against the video, so it is an error naming the first missing file.
+    A gap in the numbering would silently shift depth against the video, so it is an error naming the first
+    missing file.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DepthReadError(f"{folder}: depth folder not found")
-    numbers = sorted(int(m.group(1)) for p in folder.iterdir() if (m := _DEPTH_RE.match(p.name)))
-    if not numbers:
-        return 0
+    found = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _DEPTH_RE.match(p.name)))
+    if not found:
+        try:
+            return frame_files(folder, (".png",))
+        except VideoReadError as exc:
+            raise DepthReadError(str(exc)) from exc
+    numbers = [k for k, _ in found]
     if numbers[0] != 1 or numbers[-1] != len(numbers):
         have = set(numbers)
         first_missing = next(k for k in range(1, numbers[-1] + 1) if k not in have)
@@ -64,27 +78,48 @@ def depth_frame_count(folder: str | Path) -> int:
             f"{folder}: depth frames are not numbered contiguously from 1: "
             f"{DEPTH_PATTERN.format(first_missing)} is missing ({len(numbers)} files, last {numbers[-1]})"
         )
-    return len(numbers)
+    return [p for _, p in found]
 
 
-def read_depth_frames(folder: str | Path, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Read 0-based frames ``indices`` as ``(n, h, w)`` uint16 millimetres (0 = masked background).
+def depth_frame_count(path: str | Path) -> int:
+    """Number of depth frames of a folder (`depth_frame_files`) or of a depth video (demuxed packets)."""
+    path = Path(path)
+    if path.is_file():
+        try:
+            return video_frame_count(path)
+        except VideoReadError as exc:
+            raise DepthReadError(str(exc)) from exc
+    return len(depth_frame_files(path))
 
-    Each file is read with ``cv2.IMREAD_UNCHANGED`` and must be 16-bit single channel: an 8-bit or colour PNG
-    would silently lose the millimetre scale, so it raises ``DepthReadError`` naming the file.
+
+def read_depth_frames(path: str | Path, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Read 0-based frames ``indices`` as ``(n, h, w)`` uint16 in the recording's units (0 = no reading).
+
+    ``path`` is a folder of PNGs (`depth_frame_files`) or a 16-bit grey video. Each PNG is read with
+    ``cv2.IMREAD_UNCHANGED`` and must be 16-bit single channel: an 8-bit or colour PNG would silently lose
+    the depth scale, so it raises ``DepthReadError`` naming the file (a video of another pixel format too).
     """
-    folder = Path(folder)
+    path = Path(path)
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if idx.size and idx.min() < 0:
+        raise DepthReadError(f"{path}: negative depth frame index {int(idx.min())}")
+    if path.is_file():
+        try:
+            return read_gray16_frames(path, idx)
+        except VideoReadError as exc:
+            raise DepthReadError(str(exc)) from exc
+    files = depth_frame_files(path)
     out: list[np.ndarray] = []
     cache: dict[int, np.ndarray] = {}
     for i in idx.tolist():
-        if i < 0:
-            raise DepthReadError(f"{folder}: negative depth frame index {i}")
         if i not in cache:
-            p = depth_frame_path(folder, i)
-            if not p.is_file():
-                n = depth_frame_count(folder) if folder.is_dir() else 0
-                raise DepthReadError(f"{p}: depth frame index {i} requested but {folder} has {n} frames")
+            if i >= len(files):
+                ntu = bool(files) and _DEPTH_RE.match(files[0].name)
+                where = depth_frame_path(path, i) if ntu else path  # NTU: name the file expected
+                raise DepthReadError(
+                    f"{where}: depth frame index {i} requested but {path} has {len(files)} frames"
+                )
+            p = files[i]
             img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
             if img is None:
                 raise DepthReadError(f"{p}: cannot decode PNG")
@@ -99,7 +134,7 @@ def read_depth_frames(folder: str | Path, indices: Sequence[int] | np.ndarray) -
         return np.zeros((0, 0, 0), np.uint16)
     shapes = {a.shape for a in out}
     if len(shapes) > 1:
-        raise DepthReadError(f"{folder}: depth frames have different sizes {sorted(shapes)}")
+        raise DepthReadError(f"{path}: depth frames have different sizes {sorted(shapes)}")
     return np.stack(out)
 
 
@@ -119,6 +154,29 @@ def write_depth_frames(folder: str | Path, depth: np.ndarray, *, start: int = 0)
             raise OSError(f"{p}: cannot write depth PNG")
         paths.append(p)
     return paths
+
+
+def write_depth_video(path: str | Path, depth: np.ndarray, *, fps: int = 30) -> Path:
+    """Write ``(n, h, w)`` uint16 frames losslessly as FFV1 ``gray16le`` (use a ``.mkv`` path); read back
+    unchanged by `read_depth_frames`."""
+    import av  # PyAV: only the depth-video paths need it here (video.py imports it anyway)
+
+    path = Path(path)
+    depth = np.asarray(depth)
+    if depth.ndim != 3 or depth.dtype != np.uint16:
+        raise ValueError(f"{path}: write_depth_video needs (n, h, w) uint16, got {depth.shape} {depth.dtype}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("ffv1", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = depth.shape[2], depth.shape[1], "gray16le"
+        for frame in depth:
+            for packet in stream.encode(
+                av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="gray16le")
+            ):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
 
 
 def _jet_lut() -> np.ndarray:

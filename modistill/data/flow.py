@@ -34,7 +34,7 @@ import torch
 from modistill.core.atomic import save_array_atomic
 
 from .cache import CacheError, array_path, load_array
-from .video import VideoReadError
+from .video import iter_video_frames
 
 FLOW_BOUND = 20.0  # px; MARS / mmaction2 / I3D clip value (REF §6)
 FLOW_METHODS = ("tvl1", "dis", "farneback")
@@ -230,37 +230,16 @@ def flow_pair_starts(indices: Sequence[int] | np.ndarray, num_frames: int, stack
     return np.minimum(idx[:, None] + np.arange(stack)[None, :], num_frames - 2)
 
 
-def _iter_video(path: Path):
-    """Decoded RGB frames of a video file, in order (PyAV).
-
-    Not `read_video_frames`: flow needs the true frame count for the end clamp, which a streaming decode
-    learns for free, and cropping each frame as it is decoded keeps memory at crop size for full-HD sources.
-    """
-    import av
-
-    try:
-        container = av.open(str(path))
-    except (OSError, av.FFmpegError) as exc:
-        raise VideoReadError(f"{path}: cannot open video ({exc})") from exc
-    with container:
-        if not container.streams.video:
-            raise VideoReadError(f"{path}: no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        n = 0
-        try:
-            for frame in container.decode(stream):
-                n += 1
-                yield frame.to_ndarray(format="rgb24")
-        except av.FFmpegError as exc:
-            raise VideoReadError(f"{path}: decoding failed after {n} frames ({exc})") from exc
-
-
 def _gray_from_video(
     path: Path, idx: np.ndarray, stack: int, prep: Callable[[np.ndarray], np.ndarray]
 ) -> tuple[dict[int, np.ndarray], np.ndarray]:
-    """Decode ``path`` up to the last frame the steps ``idx`` need: ({frame: prep(frame)}, pair starts)."""
-    if not path.is_file():
+    """Decode ``path`` up to the last frame the steps ``idx`` need: ({frame: prep(frame)}, pair starts).
+
+    Streams the frames (`video.iter_video_frames`) rather than calling `read_video_frames`: flow needs the
+    true frame count for the end clamp, which a streaming decode learns for free, and cropping each frame as
+    it is decoded keeps memory at crop size for full-HD sources.
+    """
+    if not path.exists():
         raise FileNotFoundError(f"{path}: video not found")
     if idx.size and idx.min() < 0:
         raise ValueError(f"{path}: negative frame index in {idx.tolist()}")
@@ -271,7 +250,7 @@ def _gray_from_video(
     gray: dict[int, np.ndarray] = {}
     tail: list[tuple[int, np.ndarray]] = []  # last two decoded frames, for the end clamp
     n = 0
-    with closing(_iter_video(path)) as decoded:  # closes the container when we stop early
+    with closing(iter_video_frames(path)) as decoded:  # closes the container when we stop early
         for k, frame in enumerate(decoded):
             n = k + 1
             if k in wanted:

@@ -1,9 +1,12 @@
-"""A generic sample manifest (CSV or JSONL) for NTU and users' own RGB-D data.
+"""A generic sample manifest (CSV or JSONL) for NTU and users' own RGB-D, RGB-only and flow data.
 
-Columns / keys: ``sample`` (unique id), ``rgb`` (video path), ``depth`` (folder of ``MDepth-%08d.png`` or a
-depth video; may be empty for RGB-only/flow data), ``skeleton`` (optional NTU ``.skeleton``), ``label``
-(int, 0-based), ``subject``, ``view`` (camera), ``setup`` (optional). Relative paths are resolved against the
-manifest's folder. The format is chosen by suffix: ``.csv`` or ``.jsonl``.
+Columns / keys: ``sample`` (unique id, a safe file name: `modistill.data.paths.check_sample_id`), ``rgb``
+(video path, or a folder of frame images), ``depth`` (optional: a folder of 16-bit PNGs or a lossless 16-bit
+depth video; empty for RGB-only / flow data), ``skeleton`` (optional NTU ``.skeleton``), ``label`` (int,
+0-based), ``subject``, ``view`` (camera), ``setup`` (optional), ``split`` (optional: train / val / test, on
+every row or on none), ``class_name`` (optional: the name of the row's label; one name per label). Class
+names can also come from a classes file (`modistill.data.classes.read_classes`: line k names label k). Relative paths
+are resolved against the manifest's folder. The format is chosen by suffix: ``.csv`` or ``.jsonl``.
 """
 
 from __future__ import annotations
@@ -12,45 +15,64 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from modistill.core.atomic import write_bytes_atomic
 from modistill.core.errors import ModistillError
 
+from .classes import ClassNameCheck, ClassNamesError
 from .ntu import parse_sample_name, read_missing_list
+from .paths import UnsafePathError, check_sample_id
 
 __all__ = [
     "ManifestEntry",
     "ManifestError",
     "MANIFEST_FIELDS",
+    "SPLIT_VALUES",
     "read_manifest",
     "write_manifest",
     "ntu_manifest",
 ]
 
-MANIFEST_FIELDS: tuple[str, ...] = ("sample", "rgb", "depth", "skeleton", "label", "subject", "view", "setup")
+MANIFEST_FIELDS: tuple[str, ...] = (
+    "sample",
+    "rgb",
+    "depth",
+    "skeleton",
+    "label",
+    "subject",
+    "view",
+    "setup",
+    "split",
+    "class_name",
+)
 _REQUIRED = ("sample", "rgb", "label", "subject", "view")
+SPLIT_VALUES: tuple[str, ...] = ("train", "val", "test")
 
 
 class ManifestError(ModistillError, ValueError):
     """A manifest is malformed; the message names the file and line."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ManifestEntry:
     """One sample. Paths are absolute after reading; ``subject``/``view``/``setup`` are ints when the text
-    is an integer (NTU), else strings (users' own ids)."""
+    is an integer (NTU), else strings (users' own ids); ``view`` is None for data without views (UCF101,
+    HMDB51). ``split`` is "train" | "val" | "test" or None; ``class_name`` the label's name or None.
+    Keyword-only; ``depth`` defaults to None (RGB-only / flow data)."""
 
     sample: str
     rgb: Path
-    depth: Path | None
+    depth: Path | None = None
     label: int
     subject: int | str
-    view: int | str
+    view: int | str | None
     skeleton: Path | None = None
     setup: int | str | None = None
+    split: str | None = None
+    class_name: str | None = None
 
 
 def _id(v: object) -> int | str:
@@ -59,6 +81,11 @@ def _id(v: object) -> int | str:
         return int(s)
     except ValueError:
         return s
+
+
+def _text(raw: dict, k: str) -> str | None:
+    v = raw.get(k)
+    return None if v is None or str(v).strip() == "" else str(v).strip()
 
 
 def _entry(raw: dict, base: Path, where: str) -> ManifestEntry:
@@ -79,24 +106,35 @@ def _entry(raw: dict, base: Path, where: str) -> ManifestEntry:
         raise ManifestError(f"{where}: label must be an integer >= 0, got {label_raw!r}") from None
     if label < 0:
         raise ManifestError(f"{where}: label must be 0-based (>= 0), got {label}")
+    try:
+        sample = check_sample_id(str(raw["sample"]).strip(), where)
+    except UnsafePathError as exc:
+        raise ManifestError(str(exc)) from None
+    split = _text(raw, "split")
+    if split is not None and split not in SPLIT_VALUES:
+        raise ManifestError(
+            f"{where}: split must be one of {', '.join(SPLIT_VALUES)} (or empty), got {split!r}"
+        )
 
     def path(k: str) -> Path | None:
-        v = raw.get(k)
-        if v is None or str(v).strip() == "":
+        v = _text(raw, k)
+        if v is None:
             return None
-        p = Path(os.path.expanduser(str(v).strip()))
+        p = Path(os.path.expanduser(v))
         return p if p.is_absolute() else base / p
 
-    setup = raw.get("setup")
+    setup = _text(raw, "setup")
     return ManifestEntry(
-        sample=str(raw["sample"]).strip(),
+        sample=sample,
         rgb=path("rgb"),  # type: ignore[arg-type]  # required, checked above
         depth=path("depth"),
         skeleton=path("skeleton"),
         label=label,
         subject=_id(raw["subject"]),
         view=_id(raw["view"]),
-        setup=None if setup is None or str(setup).strip() == "" else _id(setup),
+        setup=None if setup is None else _id(setup),
+        split=split,
+        class_name=_text(raw, "class_name"),
     )
 
 
@@ -109,11 +147,17 @@ def _format(path: Path) -> str:
     raise ManifestError(f"{path}: unknown manifest format {suf!r}; use .csv or .jsonl")
 
 
-def read_manifest(path: str | Path, *, check_files: bool = False) -> list[ManifestEntry]:
+def read_manifest(
+    path: str | Path, *, check_files: bool = False, classes: Sequence[str] | None = None
+) -> list[ManifestEntry]:
     """Read a CSV (header row required) or JSONL (one object per line) manifest.
 
     Errors (``ManifestError``) name the file and line: unknown or missing fields, a non-integer or negative
-    label, duplicate sample ids, malformed JSON; with ``check_files=True`` also missing rgb/depth/skeleton.
+    label, an unsafe or duplicate sample id (also ids that differ only in case: they collide on
+    case-insensitive file systems), a split other than train/val/test or given on some rows only, a label
+    with two class names (or a name used by two labels), malformed JSON; with ``classes`` (the names of a
+    classes file) a label outside them or a ``class_name`` that disagrees; with ``check_files=True`` also
+    missing rgb/depth/skeleton paths.
     """
     path = Path(path)
     fmt = _format(path)
@@ -151,12 +195,31 @@ def read_manifest(path: str | Path, *, check_files: bool = False) -> list[Manife
             rows.append((lineno, obj))
     out: list[ManifestEntry] = []
     seen: dict[str, int] = {}
+    folded: dict[str, tuple[str, int]] = {}
+    names = ClassNameCheck(classes)
     for lineno, raw in rows:
         where = f"{path}:{lineno}"
         e = _entry(raw, base, where)
         if e.sample in seen:
             raise ManifestError(f"{where}: duplicate sample id {e.sample!r} (first on line {seen[e.sample]})")
+        other = folded.get(e.sample.lower())
+        if other is not None:
+            raise ManifestError(
+                f"{where}: sample id {e.sample!r} differs from {other[0]!r} (line {other[1]}) only in case; "
+                "their cache files would collide on case-insensitive file systems"
+            )
         seen[e.sample] = lineno
+        folded[e.sample.lower()] = (e.sample, lineno)
+        try:
+            names.add(e.label, e.class_name, where)
+        except ClassNamesError as exc:
+            raise ManifestError(str(exc)) from None
+        if out and (e.split is None) != (out[0].split is None):
+            raise ManifestError(
+                f"{where}: split is {'empty' if e.split is None else repr(e.split)} here but "
+                f"{'empty' if out[0].split is None else 'given'} on line {rows[0][0]}; give a split on every "
+                "row or on none"
+            )
         if check_files:
             for k in ("rgb", "depth", "skeleton"):
                 p = getattr(e, k)
@@ -191,8 +254,10 @@ def write_manifest(path: str | Path, entries: Iterable[ManifestEntry], *, relati
                 "skeleton": ps(e.skeleton),
                 "label": int(e.label),
                 "subject": e.subject,
-                "view": e.view,
+                "view": "" if e.view is None else e.view,
                 "setup": "" if e.setup is None else e.setup,
+                "split": e.split or "",
+                "class_name": e.class_name or "",
             }
         )
     fh = io.StringIO(newline="")

@@ -1,21 +1,25 @@
 """`modistill prepare`: decode, align, crop and resize every sample once into the prepared cache.
 
-The job: list the samples (NTU-layout root or a manifest), skip those already complete (resume), keep this
-shard's subset, run `prepare_sample` on each in worker processes, append index records as they finish, and
-defer the samples without a usable skeleton until the fallback alignment table is built (from the skeletons of
-the whole source, so every shard gets the same table). Failures never stop the job: each is written to the
-failures file with its stage and error (which names the file and the problem), and
-`PrepareResult.exit_status` is 3 when any sample failed. Layout and crash safety: `modistill.data.cache`.
+The job: list the samples (`modistill.data.sources`: NTU-layout root, manifest, UCF101/HMDB51 tree), skip
+those already complete (resume), keep this shard's subset, run `prepare_sample` on each in worker processes,
+append index records as they finish, and defer the samples without a usable skeleton until the fallback
+alignment table is built (from the skeletons of the whole source, so every shard gets the same table).
+Failures never stop the job: each is written to the failures file with its stage and error (which names the
+file and the problem), and `PrepareResult.exit_status` is 3 when any sample failed; the warnings of the
+finished samples are listed in the warnings file. Layout and crash safety: `modistill.data.cache`.
+
+Retrying: a cache whose ``cache_config.json`` records other settings is refused only when it already holds
+finished samples (the message says how to resume, where else to write, or ``restart=True`` / ``--restart``,
+which deletes what `prepare` wrote there first); a cache with no finished sample (a first run that failed
+or was interrupted early) simply takes the new settings.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +28,7 @@ from modistill.core.atomic import remove_stale_temps
 from modistill.core.errors import SchemaError
 
 from . import cache as C
-from .manifest import ManifestEntry, ManifestError, ntu_manifest, read_manifest
-from .ntu import parse_sample_name, read_missing_list
+from .manifest import ManifestEntry
 from .pool import run_tasks
 from .prepare_sample import (
     ALIGNMENTS,
@@ -39,27 +42,25 @@ from .prepare_sample import (
     group_key,
     prepare_sample,
 )
-from .records import FailureRecord
+from .records import FailureRecord, WarningRecord
+from .sources import MISSING_LIST_NAMES, Source, SourceError, list_source, manifest_entries, ntu_entries
 
 __all__ = [
     "ALIGNMENTS",
     "EXIT_FAILURES",
+    "MISSING_LIST_NAMES",
     "AlignmentTable",
     "PrepareError",
     "PrepareOptions",
     "PrepareResult",
     "SampleFailure",
+    "Source",
     "build_alignment_table",
     "manifest_entries",
     "ntu_entries",
     "prepare_cache",
     "prepare_sample",
 ]
-
-MISSING_LIST_NAMES = (
-    "NTU_RGBD_samples_with_missing_skeletons.txt",
-    "NTU_RGBD120_samples_with_missing_skeletons.txt",
-)
 
 
 @dataclass
@@ -71,6 +72,9 @@ class PrepareResult:
     done: list[str] = field(default_factory=list)  # prepared by this run
     fallback: list[str] = field(default_factory=list)  # prepared with the fallback alignment
     failures: list[FailureRecord] = field(default_factory=list)
+    warnings: list[WarningRecord] = field(default_factory=list)  # of the shard's finished samples
+    notes: list[str] = field(default_factory=list)  # about the source or the cache folder, for the user
+    modalities: tuple[str, ...] = ()  # what was built
     seconds: float = 0.0
 
     @property
@@ -112,111 +116,44 @@ def _sample_died(task: tuple, exc: BaseException) -> tuple[str, FailureRecord]:
     return ("fail", FailureRecord(sample=task[0].sample, stage="worker", error=error))
 
 
-# ------------------------------------------------------------------------------------------------ sources
-
-
-def ntu_entries(
-    root: str | os.PathLike, missing_list: str | os.PathLike | None = None
-) -> tuple[list[ManifestEntry], frozenset[str]]:
-    """Entries of every sample found under an NTU-layout root, and the missing-skeleton set.
-
-    A sample lacking its RGB video or depth folder is kept (with the expected path) so that it is reported as
-    a failure naming the missing path, rather than silently left out. ``missing_list=None`` uses an official
-    list file found in ``root`` if any.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise PrepareError(f"{root}: source folder not found")
-    if missing_list is None:
-        found = [root / n for n in MISSING_LIST_NAMES if (root / n).is_file()]
-        missing_list = found[-1] if found else None
-    missing = frozenset(read_missing_list(missing_list)) if missing_list is not None else frozenset()
-    rgb_dir, depth_dir = root / "nturgb+d_rgb", root / "nturgb+d_depth_masked"
-    if not rgb_dir.is_dir() and not depth_dir.is_dir():
-        raise PrepareError(
-            f"{root}: no nturgb+d_rgb/ or nturgb+d_depth_masked/ folder; not an NTU-layout root"
-        )
-    found: set[str] = set()
-    if rgb_dir.is_dir():
-        found |= {p.name[: -len("_rgb.avi")] for p in rgb_dir.glob("*_rgb.avi")}
-    if depth_dir.is_dir():
-        found |= {p.name for p in depth_dir.iterdir() if p.is_dir()}
-    names = []
-    for s in sorted(found):
-        try:
-            parse_sample_name(s)
-        except ValueError:
-            continue  # a stray file or folder, not a sample
-        names.append(s)
-    entries = {e.sample: e for e in ntu_manifest(root, names, missing_list=missing, on_missing="skip")}
-    for s in names:
-        if s in entries:
-            continue
-        n = parse_sample_name(s)
-        sk = root / "nturgb+d_skeletons" / f"{s}.skeleton"
-        entries[s] = ManifestEntry(
-            sample=s,
-            rgb=rgb_dir / f"{s}_rgb.avi",
-            depth=depth_dir / s,
-            skeleton=sk if sk.is_file() and s not in missing else None,
-            label=n.label,
-            subject=n.subject,
-            view=n.camera,
-            setup=n.setup,
-        )
-    return [entries[k] for k in sorted(entries)], missing
-
-
-def _classes(
-    entries: Iterable[ManifestEntry], ntu: bool, src: Path | None
-) -> tuple[int | None, list[str] | None]:
-    """(num_classes, class names or None). A ``classes.json`` next to the data (written by the synthetic
-    generator: ``{"<action>": {"label": int, "name": str}}``) gives both; else NTU names give 60 or 120
-    (any action above 60 means NTU-120), and a manifest gives ``max(label) + 1``."""
-    if src is not None and (src / "classes.json").is_file():
-        path = src / "classes.json"
-        try:
-            table = json.loads(path.read_text(encoding="utf-8"))
-            by_label = {int(v["label"]): str(v["name"]) for v in table.values()}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise PrepareError(f"{path}: malformed class table ({exc})") from exc
-        if sorted(by_label) != list(range(len(by_label))):
-            raise PrepareError(f"{path}: class labels must be 0..K-1, got {sorted(by_label)}")
-        return len(by_label), [by_label[i] for i in range(len(by_label))]
-    labels = [int(e.label) for e in entries]
-    if not labels:
-        return None, None
-    if ntu:
-        return (120 if max(labels) >= 60 else 60), None
-    return max(labels) + 1, None
-
-
-def manifest_entries(path: str | os.PathLike) -> list[ManifestEntry]:
-    """Entries of a CSV/JSONL manifest (`modistill.data.manifest`); `PrepareError` if it is malformed."""
-    try:
-        return sorted(read_manifest(path), key=lambda e: e.sample)
-    except ManifestError as exc:
-        raise PrepareError(str(exc)) from exc
-
-
 # ---------------------------------------------------------------------------------------------------- job
 
 
-def _open_config(out: Path, cfg: C.CacheConfig) -> None:
+def _open_config(out: Path, cfg: C.CacheConfig, restart: bool, notes: list[str]) -> None:
+    """Write ``cache_config.json``, or check it against ``cfg`` (see the module docstring: retrying)."""
     path = out / C.CONFIG_NAME
+    if restart and out.is_dir():
+        n = C.clear_cache(out)
+        notes.append(f"--restart: deleted {n} file(s) that an earlier prepare wrote into {out}")
     if path.is_file():
-        have = C.load_config(out)
-        diff = have.mismatches(cfg)
-        if diff:
+        try:
+            have: C.CacheConfig | None = C.load_config(out)
+        except C.CacheError:
+            have = None  # unreadable: replaced below if nothing was finished with it
+        diff = have.mismatches(cfg) if have is not None else ["the existing config is unreadable"]
+        if not diff and have is not None:
+            # Same content: keep what other passes recorded (flow), update where the data is and its classes.
+            keys = ("source", "source_path", "source_split", "source_split_dir", "num_classes", "class_names")
+            new = replace(have, **{k: getattr(cfg, k) for k in keys})
+            if (have.source, have.source_path) != (cfg.source, cfg.source_path):
+                notes.append(
+                    f"{path} recorded source {have.source} {have.source_path!r}; "
+                    f"this run reads {cfg.source} {cfg.source_path!r} (recorded now)"
+                )
+            if new != have:
+                new.write(path)
+            return
+        if not C.has_finished_samples(out):
+            notes.append(
+                f"{path}: no sample was finished with the old settings ({'; '.join(diff)}); replaced"
+            )
+        else:
+            n = len(C.read_index(out))
             raise PrepareError(
-                f"{path}: the existing cache was prepared with different settings ({'; '.join(diff)}); "
-                "use another output folder or the same settings"
+                f"{path}: this cache holds {n} sample(s) prepared with other settings ({'; '.join(diff)}). "
+                "Re-run with the cache's settings to resume, write to another folder, or add --restart "
+                "(restart=True) to delete what prepare wrote there and start again with the new settings"
             )
-        if have.source != cfg.source:
-            print(
-                f"note: {path} records source {have.source!r}; this run reads {cfg.source!r}", file=sys.stderr
-            )
-        return
     out.mkdir(parents=True, exist_ok=True)
     cfg.write(path)
 
@@ -236,41 +173,68 @@ def _load_table(out: Path, entries: Sequence[ManifestEntry], workers: int, per_g
     return table
 
 
-def _open_job(
-    out: Path,
+def _source_of(
     src: str | os.PathLike | None,
     manifest: str | os.PathLike | None,
-    opts: PrepareOptions,
+    layout: str | None,
+    split: int | None,
+    split_dir: str | os.PathLike | None,
+    classes: str | os.PathLike | None,
     missing_list: str | os.PathLike | None,
-) -> tuple[list[ManifestEntry], frozenset[str]]:
-    """Check the arguments, list the source, create or check ``cache_config.json``, clean up after a killed
-    run and write ``samples.txt``: (entries of the whole source, missing-skeleton names)."""
+) -> Source:
+    if (src is None) == (manifest is None):
+        raise PrepareError(
+            "give exactly one of a source folder (NTU layout, or UCF101/HMDB51 with --layout) or a manifest file"
+        )
+    if classes is not None and manifest is None:
+        raise PrepareError(
+            "--classes FILE names the classes of a manifest; NTU, UCF101 and HMDB51 name their own"
+        )
+    if layout is not None and manifest is not None:
+        raise PrepareError("--layout ucf101|hmdb51 reads a class-folder tree given as SRC, not a manifest")
+    if layout is None and (split is not None or split_dir is not None):
+        raise PrepareError("--split/--split-dir choose the official split of --layout ucf101|hmdb51")
+    opt = lambda p: None if p is None else Path(p)  # noqa: E731
+    try:
+        if manifest is not None:
+            return Source("manifest", Path(manifest), classes=opt(classes))
+        if layout is not None:
+            return Source(layout, Path(src), split=split, split_dir=opt(split_dir))  # type: ignore[arg-type]
+        return Source("ntu", Path(src), missing_list=opt(missing_list))  # type: ignore[arg-type]
+    except SourceError as exc:
+        raise PrepareError(str(exc)) from exc
+
+
+def _open_job(out: Path, source: Source, opts: PrepareOptions, restart: bool, notes: list[str]):
+    """Check the arguments, list the source, choose the modalities, create or check ``cache_config.json``,
+    clean up after a killed run and write ``samples.txt``: (entries of the whole source, missing-skeleton
+    names, the resolved options)."""
     if opts.alignment not in ALIGNMENTS:
         raise PrepareError(f"alignment must be one of {ALIGNMENTS}, got {opts.alignment!r}")
-    if (src is None) == (manifest is None):
-        raise PrepareError("give exactly one of an NTU-layout source folder or a manifest file")
-    if manifest is not None:
-        entries, missing, ntu = manifest_entries(manifest), frozenset(), False
-        source = str(Path(manifest).resolve())
-    else:
-        entries, missing = ntu_entries(src, missing_list)  # type: ignore[arg-type]
-        ntu, source = True, str(Path(src).resolve())  # type: ignore[arg-type]
+    try:
+        listing = list_source(source)
+    except SourceError as exc:
+        raise PrepareError(str(exc)) from exc
+    notes.extend(listing.notes)
+    entries = listing.entries
     if not entries:
-        raise PrepareError(f"{source}: no samples found")
-    num_classes, class_names = _classes(entries, ntu, Path(source) if ntu else None)
-    if class_names is not None and any(int(e.label) >= len(class_names) for e in entries):
+        raise PrepareError(f"{source.path}: no samples found")
+    with_depth = sum(e.depth is not None for e in entries)
+    if opts.modalities is None:  # as the data has them: depth when the source has it
+        opts = replace(opts, modalities=("rgb", "depth") if with_depth else ("rgb",))
+    elif "depth" in opts.modalities and not with_depth:
         raise PrepareError(
-            f"{source}: a sample's label is outside the {len(class_names)} classes of classes.json"
+            f"{source.path}: no sample has depth ({source.kind} source); prepare it with --modalities rgb"
         )
     try:
-        cfg = opts.cache_config(source, num_classes)
+        cfg = opts.cache_config(listing.num_classes, **source.record())
     except ValueError as exc:
         raise PrepareError(str(exc)) from exc
-    cfg.class_names = class_names
-    _open_config(out, cfg)
-    remove_stale_temps(out, opts.modalities)  # left by a killed run on this host
+    cfg.class_names = listing.class_names
+    _open_config(out, cfg, restart, notes)
+    remove_stale_temps(out, opts.modalities or ())  # left by a killed run on this host
     C.write_sample_list(out, [e.sample for e in entries])
-    return entries, missing
+    return entries, listing.missing, opts
 
 
 def prepare_cache(
@@ -285,28 +249,38 @@ def prepare_cache(
     fallback_per_group: int = 0,
     progress: bool = False,
     limit: int | None = None,
+    layout: str | None = None,
+    split: int | None = None,
+    split_dir: str | os.PathLike | None = None,
+    classes: str | os.PathLike | None = None,
+    restart: bool = False,
 ) -> PrepareResult:
-    """Prepare every sample of ``src`` (NTU layout) or ``manifest`` into the cache folder ``out``.
+    """Prepare every sample of ``src`` (NTU layout; UCF101/HMDB51 tree with ``layout`` and official
+    ``split`` N, split files in ``split_dir``, default inside ``src``) or ``manifest`` (with an optional
+    ``classes`` file) into the cache folder ``out``.
 
     Resumable: samples with an index record and all their arrays are skipped. ``shard=(i, n)`` processes
     ``sorted(names)[i::n]`` and writes ``index.shard-i-of-n.jsonl`` / ``failures.shard-i-of-n.jsonl``; readers
     merge every index part, so shards need no merge step. ``limit`` keeps the first ``limit`` samples of the
-    shard (sorted), for quick trials. Raises `PrepareError` when the job cannot start; per-sample problems
-    become `PrepareResult.failures` (also written to the failures file).
+    shard (sorted), for quick trials. ``restart`` deletes what an earlier prepare wrote into ``out`` first.
+    Raises `PrepareError` when the job cannot start; per-sample problems become `PrepareResult.failures`
+    (also written to the failures file).
     """
     t0 = time.perf_counter()
-    opts = options or PrepareOptions()
     out = Path(out)
-    entries, missing = _open_job(out, src, manifest, opts, missing_list)
+    source = _source_of(src, manifest, layout, split, split_dir, classes, missing_list)
+    res = PrepareResult()
+    entries, missing, opts = _open_job(out, source, options or PrepareOptions(), restart, res.notes)
+    res.modalities = tuple(opts.modalities or ())
 
     by_name = {e.sample: e for e in entries}
     mine = C.select_shard(list(by_name), shard)
     if limit is not None:
         mine = mine[:limit]
-    res = PrepareResult(total=len(mine))
+    res.total = len(mine)
     done = set()
     if C.index_files(out):
-        done = {r["name"] for r in C.read_index(out) if C.is_complete(out, r["name"], opts.modalities)}
+        done = {r["name"] for r in C.read_index(out) if C.is_complete(out, r["name"], res.modalities)}
     todo = [by_name[n] for n in mine if n not in done]
     res.skipped = [n for n in mine if n in done]
 
@@ -337,5 +311,6 @@ def prepare_cache(
             tasks = [(by_name[n], str(out), opts, missing, table) for n, _ in sorted(deferred)]
             desc = "prepare (fallback alignment)"
             consume(run_tasks(_sample_worker, tasks, workers, progress, desc, _sample_died))
+    res.warnings = C.write_warnings(out, shard)
     res.seconds = time.perf_counter() - t0
     return res

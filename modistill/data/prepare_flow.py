@@ -15,9 +15,13 @@ frames and the *same* crop as the cached RGB, so flow and RGB stay pixel-aligned
   the RGB) and the flow is computed there; the stored flow is always in pixels of the S x S crop
   (`flow.prepare_flow_sample`).
 
-Stored as ``<cache>/flow/<sample>.npy`` uint8 ``(F, S, S, 2L)`` (quantised with bound 20, REF §6), written
-atomically. ``cache_config.json`` lists ``"flow"`` among its modalities and records the settings under
-``extra.flow`` = {method, stack, bound, compute_size, params}; a second run with other settings is refused.
+Stored as ``<cache>/flow/<sample>.npy`` uint8 ``(F, S, S, 2L)`` (quantised with bound 20 px by default, REF §6;
+``bound`` / ``--flow-bound`` changes it), written atomically. ``cache_config.json`` lists ``"flow"`` among its
+modalities and records the settings under ``extra.flow`` = {method, stack, bound, compute_size, params}
+(`CacheConfig.flow_bound`); a second run with other settings is refused once flow arrays exist (before that,
+the new settings replace the recorded ones). The videos are found through the source the cache records
+(`sources.Source.from_config`: NTU root, manifest, UCF101/HMDB51 split files) unless ``src``/``manifest``
+override it.
 Resumable (samples whose flow file exists are skipped), sharded (``shard=(i, n)`` takes
 ``sorted(names)[i::n]``) and parallel (worker processes); failures never stop the job: each goes to
 ``flow_failures[.shard-i-of-n].jsonl`` with the stage and the error (naming the file), and
@@ -38,10 +42,10 @@ import numpy as np
 from . import cache as C
 from .align import Alignment, AlignmentError, aligned_crop_geometry
 from .flow import FLOW_BOUND, FLOW_METHODS, flow_cache_path, prepare_flow_sample, write_flow
-from .manifest import ManifestError, read_manifest
 from .pool import run_tasks
 from .prepare_sample import EXIT_FAILURES, PrepareError
 from .records import FailureRecord
+from .sources import Source, SourceError, list_source
 from .video import VideoReadError
 
 __all__ = [
@@ -190,27 +194,34 @@ def _video_paths(
     """Sample name -> RGB video (or why there is none), from ``src`` / ``manifest`` or else the source the
     cache records."""
     if src is not None and manifest is not None:
-        raise PrepareError("give at most one of an NTU-layout source folder and a manifest file")
-    if src is None and manifest is None:
-        if not cfg.source:
-            raise PrepareError("the cache records no source: pass the NTU-layout folder or the manifest")
-        where = Path(cfg.source)
-        src, manifest = (where, None) if where.is_dir() else (None, where)
-    if manifest is not None:
-        try:
-            entries = {e.sample: e.rgb for e in read_manifest(manifest)}
-        except ManifestError as exc:
-            raise PrepareError(str(exc)) from exc
-        except OSError as exc:
-            raise PrepareError(f"{manifest}: cannot read the manifest ({exc})") from exc
-        # A sample absent from the manifest is reported as a failure naming it, not silently skipped.
-        return {
-            n: Path(entries[n]) if n in entries else f"{manifest}: sample {n} is not listed" for n in names
-        }
-    root = Path(src)  # type: ignore[arg-type]
-    if not root.is_dir():
-        raise PrepareError(f"{root}: source folder not found (the cache may have moved: pass SRC)")
-    return {n: root / "nturgb+d_rgb" / f"{n}_rgb.avi" for n in names}
+        raise PrepareError("give at most one of a source folder and a manifest file")
+    try:
+        if manifest is not None:
+            source = Source("manifest", Path(manifest))
+        elif src is not None:
+            # The recorded kind (NTU or a UCF101/HMDB51 tree) at the given place (the data may have moved).
+            rec = Source.from_config(cfg) if cfg.source in ("ucf101", "hmdb51") else None
+            split_dir = (
+                rec.split_dir if rec is not None and rec.split_dir and rec.split_dir.exists() else None
+            )
+            source = Source(cfg.source if rec else "ntu", Path(src), rec.split if rec else None, split_dir)
+        else:
+            source = Source.from_config(cfg)
+        if not source.path.exists():
+            raise SourceError(
+                f"{source.path}: source not found (the data may have moved: pass SRC or --manifest)"
+            )
+        if source.kind == "ntu":  # the path is known from the name: a missing video fails naming it
+            return {n: source.path / "nturgb+d_rgb" / f"{n}_rgb.avi" for n in names}
+        entries = {e.sample: e.rgb for e in list_source(source).entries}
+    except SourceError as exc:
+        raise PrepareError(str(exc)) from exc
+    except OSError as exc:
+        raise PrepareError(f"{manifest or src or cfg.source_path}: cannot read the source ({exc})") from exc
+    # A sample absent from the source is reported as a failure naming it, not silently skipped.
+    return {
+        n: Path(entries[n]) if n in entries else f"{source.path}: sample {n} is not listed" for n in names
+    }
 
 
 def _open_flow_config(root: Path, opts: FlowOptions) -> C.CacheConfig:
@@ -218,6 +229,9 @@ def _open_flow_config(root: Path, opts: FlowOptions) -> C.CacheConfig:
     cfg = C.load_config(root)
     want = opts.record(cfg.size)
     have = cfg.extra.get(FLOW_KEY)
+    flow_dir = root / FLOW_KEY
+    if have is not None and have != want and not (flow_dir.is_dir() and any(flow_dir.glob("*.npy"))):
+        have = None  # no flow array was written with the recorded settings: take the new ones
     if have is not None:
         if have != want:
             diff = "; ".join(
@@ -226,8 +240,9 @@ def _open_flow_config(root: Path, opts: FlowOptions) -> C.CacheConfig:
                 if have.get(k) != want[k]
             )
             raise PrepareError(
-                f"{root / C.CONFIG_NAME}: the cache holds flow computed with other settings ({diff}); "
-                f"use the same settings, or delete {root / 'flow'} and the 'flow' entries of the config"
+                f"{root / C.CONFIG_NAME}: the cache holds flow computed with other settings ({diff}); use the "
+                f"same settings, or delete the folder {flow_dir} and run again (the recorded settings are "
+                "replaced when no flow array exists)"
             )
         if FLOW_KEY in cfg.modalities:
             return cfg
@@ -246,7 +261,7 @@ def _flow_worker(task: tuple[str, str, list[int], CropSpec, int, FlowOptions, st
     name, video, indices, spec, size, opts, out = task
     stage = "rgb"
     try:
-        if not Path(video).is_file():
+        if not Path(video).exists():
             raise FileNotFoundError(f"{video}: video not found")
         arr = prepare_flow_sample(
             video,

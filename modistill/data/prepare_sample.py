@@ -12,6 +12,10 @@ Pipeline per sample (a `ManifestEntry`):
    the index and the common range is used.
 3. F evenly spaced source frames (`sample_indices(n, F, "even")`), decoded once (PyAV stops after the last).
 4. `crop_aligned` to S x S (depth cropped raw with nearest sampling, then encoded: no invented mixed depths).
+   Depth is decoded and checked first (`modistill.data.depth_units`: units per metre, SUN RGB-D's bit
+   rotation, plausibility): findings are warnings in the record, depth that is clearly not metric in the
+   given units is a failure (``depth_check="fail"``; ``"warn"`` keeps it as a warning, ``"off"`` skips it).
+   Without depth (RGB-only / flow data) there is no alignment: the whole frame is resized (method "none").
 5. arrays written atomically; the caller appends the returned index record (see `modistill.data.cache`).
 """
 
@@ -45,6 +49,14 @@ from .depth import (
     encode_depth,
     read_depth_frames,
 )
+from .depth_units import (
+    DEPTH_CHECK_MODES,
+    DEPTH_PRESETS,
+    DepthUnits,
+    check_depth,
+    decode_depth,
+    to_millimetres,
+)
 from .manifest import ManifestEntry
 from .ntu import parse_sample_name
 from .records import AlignmentRecord, FailureRecord, IndexRecord
@@ -76,9 +88,12 @@ class SampleFailure(ModistillError):
 class PrepareOptions:
     """What each sample is turned into (all of it is recorded in ``cache_config.json``).
 
-    ``alignment="skeleton"``: NTU-style fit from the joints' colour/depth pixel coordinates (+ fallback);
-    ``"registered"``: the depth frame already covers the RGB field of view (users' own registered RGB-D), so
-    it is stretched over the whole RGB frame and no skeleton is needed.
+    ``modalities``: the arrays to build, ``("rgb",)`` or ``("rgb", "depth")``; None lets `prepare_cache`
+    choose from the source (depth when its entries have depth). ``alignment="skeleton"``: NTU-style fit
+    from the joints' colour/depth pixel coordinates (+ fallback); ``"registered"``: the depth frame already
+    covers the RGB field of view (users' own registered RGB-D), so it is stretched over the whole RGB frame
+    and no skeleton is needed. ``depth_units``: how stored depth values become metres (a preset of
+    `modistill.data.depth_units.DEPTH_PRESETS` or a custom scale); ``depth_check``: "fail" | "warn" | "off".
     """
 
     size: int = 112
@@ -86,21 +101,37 @@ class PrepareOptions:
     depth_encoding: str = "jet"
     near_mm: float = KINECT_NEAR_MM
     far_mm: float = KINECT_FAR_MM
-    modalities: tuple[str, ...] = ("rgb", "depth")
+    modalities: tuple[str, ...] | None = ("rgb", "depth")
     alignment: str = "skeleton"
     keep_aspect: bool = False
+    depth_units: DepthUnits = DEPTH_PRESETS["mm"]
+    depth_check: str = "fail"
 
-    def cache_config(self, source: str, num_classes: int | None) -> C.CacheConfig:
+    def __post_init__(self) -> None:
+        if self.depth_check not in DEPTH_CHECK_MODES:
+            raise ValueError(f"depth check must be one of {DEPTH_CHECK_MODES}, got {self.depth_check!r}")
+        mods = self.modalities
+        if mods is not None and (not mods or mods[0] != "rgb" or not set(mods) <= {"rgb", "depth"}):
+            raise ValueError(
+                f"modalities to prepare must be rgb or rgb,depth (flow is added by the flow pass), got {mods}"
+            )
+
+    def cache_config(self, num_classes: int | None, **source: Any) -> C.CacheConfig:
+        """The ``cache_config.json`` of these options; ``source``: `sources.Source.record` fields."""
+        mods = tuple(self.modalities or ("rgb", "depth"))
+        depth = "depth" in mods
         return C.CacheConfig(
             size=self.size,
             frames=self.frames,
-            depth_encoding=self.depth_encoding,
-            depth_near_mm=float(self.near_mm),
-            depth_far_mm=float(self.far_mm),
-            modalities=tuple(self.modalities),
-            source=source,
+            depth_encoding=self.depth_encoding if depth else None,
+            depth_near_mm=float(self.near_mm) if depth else None,
+            depth_far_mm=float(self.far_mm) if depth else None,
+            depth_scale=float(self.depth_units.scale) if depth else None,
+            depth_decode=self.depth_units.decode if depth else None,
+            modalities=mods,
             num_classes=num_classes,
-            extra={"alignment": self.alignment, "keep_aspect": self.keep_aspect},
+            extra={"alignment": self.alignment if depth else "none", "keep_aspect": self.keep_aspect},
+            **source,
         )
 
 
@@ -158,6 +189,8 @@ def _alignment_of(
     entry: ManifestEntry, opts: PrepareOptions, missing: frozenset[str]
 ) -> tuple[Skeleton | None, Alignment | None, str | None]:
     """(skeleton or None, fitted alignment or None, reason a fallback is needed or None)."""
+    if "depth" not in (opts.modalities or ()):  # RGB only: nothing to align, the whole frame is resized
+        return None, Alignment(scale=1.0, tx=0.0, ty=0.0, method="none"), None
     if opts.alignment == "registered":
         return None, Alignment(scale=1.0, tx=0.0, ty=0.0, method="registered"), None
     if entry.sample in missing:
@@ -188,17 +221,21 @@ def _frame_counts(entry: ManifestEntry, opts: PrepareOptions, sk: Skeleton | Non
         raise SampleFailure("rgb", str(exc)) from exc
     if counts["rgb"] < 1:
         raise SampleFailure("rgb", f"{entry.rgb}: the video has no frames")
-    if "depth" in opts.modalities:
+    if "depth" in (opts.modalities or ()):
         if entry.depth is None:
-            raise SampleFailure("depth", f"{entry.sample}: no depth folder given (manifest 'depth' is empty)")
-        if not Path(entry.depth).is_dir():
-            raise SampleFailure("depth", f"{entry.depth}: depth folder not found")
+            raise SampleFailure(
+                "depth",
+                f"{entry.sample}: no depth given (the manifest's 'depth' is empty); prepare RGB only with "
+                "--modalities rgb, or give this sample's depth",
+            )
+        if not Path(entry.depth).exists():
+            raise SampleFailure("depth", f"{entry.depth}: depth folder or video not found")
         try:
             counts["depth"] = depth_frame_count(entry.depth)
         except DepthReadError as exc:
             raise SampleFailure("depth", str(exc)) from exc
         if counts["depth"] < 1:
-            raise SampleFailure("depth", f"{entry.depth}: no MDepth-*.png frames in the depth folder")
+            raise SampleFailure("depth", f"{entry.depth}: no depth frames (16-bit PNGs or a depth video)")
     if sk is not None and sk.num_frames > 0:
         counts["skeleton"] = sk.num_frames
     return counts
@@ -227,8 +264,8 @@ def prepare_sample(
     if n < opts.frames:
         warnings.append(f"only {n} frames for a budget of {opts.frames}: some kept frames repeat")
     idx = sample_indices(n, opts.frames, "even")
-    arrays = _sample_arrays(entry, opts, alignment, idx)
-    for m in opts.modalities:
+    arrays = _sample_arrays(entry, opts, alignment, idx, warnings)
+    for m in opts.modalities or ():
         try:
             save_array_atomic(C.array_path(out, m, entry.sample), arrays[m])
         except OSError as exc:
@@ -239,22 +276,30 @@ def prepare_sample(
 
 
 def _sample_arrays(
-    entry: ManifestEntry, opts: PrepareOptions, alignment: Alignment, idx: np.ndarray
+    entry: ManifestEntry, opts: PrepareOptions, alignment: Alignment, idx: np.ndarray, warnings: list[str]
 ) -> dict[str, np.ndarray]:
-    """Decode frames ``idx``, crop both modalities to S x S and encode the depth: modality -> uint8 array."""
+    """Decode frames ``idx``, check the depth (findings appended to ``warnings``), crop both modalities to
+    S x S and encode the depth: modality -> uint8 array."""
     try:
         rgb = read_video_frames(entry.rgb, idx)
     except (FileNotFoundError, VideoReadError) as exc:
         raise SampleFailure("rgb", str(exc)) from exc
-    if "depth" not in opts.modalities:  # RGB only: the whole frame, resized
+    if "depth" not in (opts.modalities or ()):  # RGB only: the whole frame, resized
         import cv2
 
         S = opts.size
         return {"rgb": np.stack([cv2.resize(f, (S, S), interpolation=cv2.INTER_AREA) for f in rgb])}
     try:
-        depth = read_depth_frames(entry.depth, idx)  # type: ignore[arg-type]
+        depth = decode_depth(read_depth_frames(entry.depth, idx), opts.depth_units.decode)  # type: ignore[arg-type]
     except DepthReadError as exc:
         raise SampleFailure("depth", str(exc)) from exc
+    if opts.depth_check != "off":
+        found = check_depth(depth, opts.depth_units, opts.near_mm, opts.far_mm)
+        if found.failure and opts.depth_check == "fail":
+            raise SampleFailure("depth", f"{entry.depth}: {found.failure} (or --depth-check warn)")
+        warnings.extend(found.warnings)
+        if found.failure:
+            warnings.append(f"depth check: {found.failure}")
     kw: dict[str, Any] = {}
     if opts.alignment == "registered":
         H, W = rgb.shape[1:3]
@@ -263,7 +308,8 @@ def _sample_arrays(
         rgb_c, depth_c = crop_aligned(rgb, depth, alignment, opts.size, keep_aspect=opts.keep_aspect, **kw)
     except AlignmentError as exc:
         raise SampleFailure("align", f"{entry.sample}: {exc}") from exc
-    return {"rgb": rgb_c, "depth": encode_depth(depth_c, opts.depth_encoding, opts.near_mm, opts.far_mm)}
+    depth_mm = to_millimetres(depth_c, opts.depth_units.scale)
+    return {"rgb": rgb_c, "depth": encode_depth(depth_mm, opts.depth_encoding, opts.near_mm, opts.far_mm)}
 
 
 def _index_record(
@@ -288,7 +334,7 @@ def _index_record(
         camera=entry.view,
         setup=entry.setup,
         replication=replication,
-        split=None,
+        split=entry.split,
         frames=int(opts.frames),
         source_frames=[int(i) for i in idx],
         source_frame_counts={k: counts.get(k) for k in ("rgb", "depth", "skeleton")},
@@ -302,7 +348,7 @@ def _index_record(
             note=a.note,
         ),
         warnings=warnings,
-        shape={m: list(arrays[m].shape) for m in opts.modalities},
+        shape={m: list(arrays[m].shape) for m in opts.modalities or ()},
     )
 
 
