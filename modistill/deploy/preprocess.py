@@ -13,7 +13,7 @@ from torch import Tensor
 
 from modistill.data.normalize import normalize_frames
 from modistill.data.sampling import sample_indices
-from modistill.data.video import VideoReadError, read_video_frames, video_frame_count
+from modistill.data.video import VideoReadError, declared_frame_count, read_video_frames, video_frame_count
 
 from .spec import DeploySpec, crop_box_pixels
 
@@ -44,13 +44,27 @@ def read_clip(
     """Decode and preprocess one clip of ``video``: ``((K, 3, S, S) float32, info)``.
 
     ``indices`` overrides the K evenly spaced frames, ``box`` (fractions) the crop chosen by
-    ``crop``/``view`` (see :meth:`CropSpec.select`). ``info``: frame count, indices, frame size (W, H), crop
-    box in pixels and why. Errors name the file.
+    ``crop``/``view`` (see :meth:`CropSpec.select`). ``info``: ``frames`` (frames present, counted by demuxing:
+    the count the sampling uses), ``frames_declared`` (the container header's count, None if it has none),
+    indices, frame size (W, H), crop box in pixels and why, ``warnings`` (frames short of the declared count,
+    i.e. a truncated or damaged file; fewer frames than the model's K, so frames repeat). Errors name the file.
     """
     video = Path(video)
+    if video.is_dir():
+        raise IsADirectoryError(21, "is a directory, not a video", str(video))
     n = video_frame_count(video)
+    declared = declared_frame_count(video)
     if n < 1:
-        raise VideoReadError(f"{video}: the video has no frames")
+        said = f" (the container declares {declared})" if declared else ""
+        raise VideoReadError(f"{video}: the video has no readable frames{said}")
+    warnings = []
+    if declared is not None and n < declared:
+        warnings.append(
+            f"{video}: only {n} of the {declared} frames the container declares are present (truncated or "
+            f"damaged file?); the clip is sampled from those {n}"
+        )
+    if n < spec.frames:
+        warnings.append(f"{video}: {n} frames, fewer than the {spec.frames} the model takes; frames repeat")
     idx = np.asarray(indices if indices is not None else sample_indices(n, spec.frames, "even"), np.int64)
     frames = read_video_frames(video, idx)
     why = "given box"
@@ -60,10 +74,12 @@ def read_clip(
     info = {
         "video": str(video),
         "frames": n,
+        "frames_declared": declared,
         "indices": idx.tolist(),
         "size": list(frames.shape[2:0:-1]),
         "crop_px": list(px),
         "crop": why,
+        "warnings": warnings,
     }
     return preprocess_frames(frames, spec, px), info
 
