@@ -10,7 +10,7 @@ import numpy as np
 
 from modistill.core.errors import ModistillError
 
-__all__ = ["VideoReadError", "declared_frame_count", "read_video_frames", "video_frame_count", "write_video"]
+__all__ = ["VideoReadError", "read_video_frames", "video_frame_count", "write_video"]
 
 
 class VideoReadError(ModistillError, ValueError):
@@ -48,19 +48,6 @@ def video_frame_count(path: str | Path) -> int:
         return n
     except av.FFmpegError as e:
         raise VideoReadError(f"{path}: cannot demux video ({e})") from e
-    finally:
-        container.close()
-
-
-def declared_frame_count(path: str | Path) -> int | None:
-    """The frame count the container's header declares (AVI ``nframes``, MP4 ``nb_frames``), or None when it
-    declares none. A truncated file keeps its header, so a declared count above `video_frame_count` (the
-    packets actually there) flags a damaged or cut file."""
-    path = Path(path)
-    container = _open(path)
-    try:
-        n = int(container.streams.video[0].frames or 0)
-        return n if n > 0 else None
     finally:
         container.close()
 
