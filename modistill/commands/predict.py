@@ -1,7 +1,8 @@
 """`modistill predict VIDEO|FOLDER ... (--run RUN_DIR | --model DIR) [--out FILE.jsonl|.csv]`: the top-k classes of
 RGB videos with the deployed model (PyTorch from a run folder, onnxruntime from an export folder).
 
-The model is loaded once for all videos. A folder stands for the videos under it (recursively, by extension).
+The model is loaded once for all videos. A folder stands for the videos under it (recursively, by extension),
+or, when it directly holds frame images and no videos, for one video made of those frames.
 Each video gives one row: its top-k, the frames present and the frames its container declares, warnings (a
 truncated file: fewer frames than declared), or the error that stopped it; a failed video does not stop the
 others. Exit status: 0 every video predicted; 3 some failed (all others done, every failure in the rows and on
@@ -22,6 +23,8 @@ from ._common import fail, user_error_message
 
 #: file name extensions taken as videos inside a folder (lower case)
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
+#: a folder directly holding these (and no videos) is one video made of frames (lower case)
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 CSV_COLUMNS = ("video", "ok", "top1", "top1_probability", "top_k", "frames", "frames_declared", "warnings",
                "error")
 
@@ -32,7 +35,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="VIDEO",
         help="RGB video files (any size), or folders: every video under a folder, recursively "
-        f"({' '.join(VIDEO_EXTENSIONS)})",
+        f"({' '.join(VIDEO_EXTENSIONS)}); a folder of frame images alone is one video",
     )
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", default=None, metavar="RUN_DIR", help="a run folder (PyTorch)")
@@ -63,7 +66,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def expand_inputs(paths: list[str]) -> list[tuple[str, str | None]]:
     """``(video, error)`` per input: a file as given; a folder as the sorted videos under it (recursively), or
-    one error row when it holds none; a missing path as an error row."""
+    itself when it directly holds frame images and no videos (a video made of frames), or one error row when it
+    holds neither; a missing path as an error row."""
     out: list[tuple[str, str | None]] = []
     for p in paths:
         path = Path(p)
@@ -71,9 +75,12 @@ def expand_inputs(paths: list[str]) -> list[tuple[str, str | None]]:
             found = sorted(
                 str(f) for f in path.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
             )
+            if not found and any(f.suffix.lower() in FRAME_EXTENSIONS for f in path.iterdir() if f.is_file()):
+                out.append((p, None))
+                continue
             if not found:
                 out.append((p, f"{p}: is a directory with no video files ({' '.join(VIDEO_EXTENSIONS)}) in it "
-                               "or its subfolders"))
+                               "or its subfolders, and no frame images"))
             out.extend((f, None) for f in found)
         elif not path.exists():
             out.append((p, f"{p}: no such file"))
