@@ -181,3 +181,30 @@ def test_predict_flags_a_truncated_video_and_goes_on_after_failures(exported, tm
     assert "empty: is a directory" in capsys.readouterr().err
     assert main(["predict", str(cut), "--model", model, "--out", str(tmp_path / "p.txt")]) == 2
     assert ".jsonl (JSON Lines) or .csv" in capsys.readouterr().err
+
+
+def test_each_recipe_knows_its_deployed_stage():
+    from modistill.pipeline.session import deployed_stage, load_experiment
+
+    want = {"garcia": "step4", "hoffman": "hoffman_eq7", "motion": "motion_final"}
+    for name, stage in want.items():
+        assert deployed_stage(load_experiment({"recipe": {"name": name}}).recipe) == stage
+    motion_mean = load_experiment({"recipe": {"name": "motion", "motion_fusion": "mean", "two_stream": False}})
+    assert deployed_stage(motion_mean.recipe) == "motion_final"
+
+
+def test_crop_groups_of_manifest_views():
+    from modistill.deploy import CropSpec
+
+    a, b, c = (0.1, 0.0, 0.9, 1.0), (0.2, 0.0, 0.8, 1.0), (0.0, 0.1, 1.0, 0.9)
+    crop = CropSpec(box=(0.0, 0.0, 1.0, 1.0), groups={"None|front": a, "None|side": b, "1|2": c},
+                    method="aligned")
+    assert crop.select("auto", "clip.mp4", view="front") == (a, "median alignment of setup|camera None|front")
+    assert crop.select("auto", "clip.mp4", view="None|side")[0] == b
+    assert crop.select("auto", "clip.mp4", view="S001C002")[0] == c
+    assert crop.select("auto", "kitchen_S001C002P001R001A001.mp4")[0] == crop.box  # not an NTU file name
+    with pytest.raises(ValueError, match=r"view 'top': no such .*None\|front"):
+        crop.select("auto", "clip.mp4", view="top")
+    two = CropSpec(groups={"1|front": a, "2|front": b}, method="aligned")
+    with pytest.raises(ValueError, match="in several setups"):
+        two.select("auto", view="front")
