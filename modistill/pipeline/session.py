@@ -5,6 +5,7 @@ Shared by the CLI commands (train, eval, robustness, export, predict, demo) so e
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from modistill.recipes.experiment import ExperimentConfig, RecipeConfig, build_r
 
 from .files import RunDatasetFile
 from .runner import StageRun, load_stage_model, plan_recipe
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "RunError",
@@ -110,6 +113,10 @@ def cache_datasets(exp: ExperimentConfig, stages: Sequence[str] | None = None):
                 seed=exp.train.seed,
                 clips_per_video=clips,
             )
+            if not any(k[0] == split for k in built):  # once per split: its size and how it was drawn
+                notes = "; ".join(getattr(ds, "split_notes", []))
+                log.info("%s: %s split of protocol %s: %d videos%s", root, split, rule.protocol, len(ds.records),
+                         f" ({notes})" if notes else "")
             built[key] = StackedClips(ds, clips) if clips > 1 else ds
         return built[key]
 
