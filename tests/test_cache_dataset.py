@@ -32,7 +32,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def write_cache(root: Path, names: list[str], frames: int = 6, size: int = 8, labels=None) -> Path:
     """A cache written through the storage API only: frame k of every array holds the value 10 k."""
-    cfg = C.CacheConfig(size=size, frames=frames, depth_encoding="raw", source="hand", num_classes=None)
+    cfg = C.CacheConfig(size=size, frames=frames, depth_encoding="raw", source="ntu", num_classes=None)
     cfg.write(root / C.CONFIG_NAME)
     with C.JsonlAppender(C.index_path(root)) as idx:
         for j, n in enumerate(names):

@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     base = load_experiment(args.config, args.overrides)
     variants = resolve_variants(args.variants)
     root = Path(base.out_dir)
-    datasets, num_classes, names = cache_datasets(base)
+    # Variants may change the recipe (e.g. the motion set): each stage's dataset checks its own modalities.
+    datasets, num_classes, names = cache_datasets(base, stages=())
     done = run_variants(base, variants, datasets, num_classes, names,
                         out_dir=lambda v: root / "variants" / v.name, stage_root=root / "stages")
     main = D.is_main()

@@ -1,16 +1,19 @@
-"""`modistill eval RUN_DIR [--stage NAME] [--split test] [--clips N]`: evaluate a trained stage."""
+"""`modistill eval RUN_DIR [--stage NAME] [--split test] [--clips N]`: evaluate a trained stage (default: the
+stage the run's recipe deploys) and print its accuracy per class, by the cache's class names."""
 
 from __future__ import annotations
 
 import argparse
 
-from ._common import setup_logging
+from ._common import fail, setup_logging
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a run folder written by `modistill train`")
     parser.add_argument(
-        "--stage", default="step4", help="stage to evaluate (default: step4, the deployed model)"
+        "--stage",
+        default=None,
+        help="stage to evaluate (default: the stage the run's recipe deploys: step4, motion_final, ...)",
     )
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument(
@@ -31,18 +34,23 @@ def run(args: argparse.Namespace) -> int:
     exp = handle.exp
     if args.clips is not None:
         exp.data.clips_per_video = args.clips
-    factory, num_classes, names = cache_datasets(exp)
-    model = handle.model(args.stage)
-    ev = handle.stages[args.stage].stage.evaluate
-    res = evaluate(model, predictor(ev), factory(args.split, ev.inputs, False),
+    stage = handle.stage(args.stage)
+    ev = stage.stage.evaluate
+    factory, num_classes, names = cache_datasets(exp, stages=[stage.stage.name])
+    data = factory(args.split, ev.inputs, False)
+    if len(data) == 0:
+        return fail(f"{exp.data.cache}: the {args.split} split of protocol {exp.data.protocol!r} is empty")
+    model = handle.model(stage.stage.name)
+    res = evaluate(model, predictor(ev), data,
                    **eval_kwargs(exp.train, clips_per_video=exp.data.clips_per_video, num_classes=num_classes))
     print(
-        f"{args.stage} on {args.split} ({ev.name}; {res.n} videos, {exp.data.clips_per_video} clip(s) each): "
-        f"accuracy {100 * res.accuracy:.2f}%  mean class accuracy {100 * res.mean_class_accuracy:.2f}%"
+        f"{stage.stage.name} on {args.split} ({ev.name}; {res.n} videos, {exp.data.clips_per_video} clip(s) "
+        f"each): accuracy {100 * res.accuracy:.2f}%  mean class accuracy {100 * res.mean_class_accuracy:.2f}%"
     )
-    labels = names or [str(i) for i in range(num_classes)]
+    labels = names or handle.class_names or [str(i) for i in range(num_classes)]
     for name, a in zip(labels, res.per_class):
         print(f"  {name:28s} {'-' if a != a else f'{100 * a:6.2f}%'}")
     if args.out:
-        EvaluationFile(args.stage, args.split, ev.name, res.to_dict()).write(args.out)
+        d = res.to_dict() | {"class_names": list(labels)}
+        EvaluationFile(stage.stage.name, args.split, ev.name, d).write(args.out)
     return 0

@@ -1,5 +1,6 @@
-"""`modistill export RUN_DIR --onnx [--out DIR] [--stage step4] [--opset 17]`: export the deployed RGB-only
-model to ONNX and check it against PyTorch with onnxruntime (see docs/deploy.md)."""
+"""`modistill export RUN_DIR --onnx [--out DIR] [--stage NAME] [--opset 17]`: export the deployed RGB-only
+model to ONNX and check it against PyTorch with onnxruntime (see docs/deploy.md). The stage defaults to the one
+the run's recipe deploys (step4, motion_final, hoffman_<loss>)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/export-STAGE)")
     parser.add_argument(
-        "--stage", default="step4", help="stage to export (default: step4, the deployed model)"
+        "--stage",
+        default=None,
+        help="stage to export (default: the stage the run's recipe deploys: step4, motion_final, ...)",
     )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset version (default: 17)")
     parser.add_argument(
@@ -50,15 +53,15 @@ def run(args: argparse.Namespace) -> int:
         deployed = load_deployed(args.run_dir, args.stage, cache=args.cache)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         return fail(str(exc).strip('"'))
-    out = Path(args.out) if args.out else Path(args.run_dir) / f"export-{args.stage}"
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"export-{deployed.spec.stage}"
     try:
         path = export_onnx(deployed, out, opset=args.opset)
     except ImportError as exc:
         return fail(f"{exc} (pip install 'modistill[export]')")
     K, S, N = deployed.frames, deployed.size, len(deployed.class_names)
     print(
-        f"wrote {path} (input clips (batch, {K}, 3, {S}, {S}) -> logits (batch, {N}); "
-        f"streams {'+'.join(deployed.streams)} on {deployed.spec.input}) and {out / 'deploy.json'}"
+        f"wrote {path} (stage {deployed.spec.stage}: input clips (batch, {K}, 3, {S}, {S}) -> logits (batch, "
+        f"{N}); streams {'+'.join(deployed.streams)} on {deployed.spec.input}) and {out / 'deploy.json'}"
     )
     try:
         if args.check_video:

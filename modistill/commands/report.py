@@ -4,7 +4,6 @@ the seed runs under a folder)."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -16,13 +15,14 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from modistill.pipeline.files import RunDatasetFile
     from modistill.reporting.report import write_report
     from modistill.reporting.summary import find_runs
 
     names = None
     meta = find_runs(args.run_dir)[0] / "dataset.json"
     if meta.is_file():
-        names = json.loads(meta.read_text()).get("class_names")
+        names = RunDatasetFile.read(meta).class_names
     paths = write_report(Path(args.run_dir), args.out, protocol=args.protocol, class_names=names)
     print(f"wrote {paths['markdown']}\n      {paths['html']}\n      {paths['metrics']}")
     return 0

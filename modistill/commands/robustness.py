@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import setup_logging
+from ._common import fail, setup_logging
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,16 @@ def register(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     setup_logging()
     from modistill.pipeline.robustness import run_robustness
+    from modistill.pipeline.session import check_cache_modalities, open_run
+    from modistill.recipes.experiment import build_recipe
 
+    run = open_run(args.run_dir)
+    if "step2" not in {st.name for st in build_recipe(run.exp.recipe)}:
+        return fail(
+            f"{args.run_dir}: the robustness study (paper Table 3) perturbs the depth input of the step-2 "
+            f"teacher of the garcia recipe; this run's recipe is {run.exp.recipe.name!r}, which has none"
+        )
+    check_cache_modalities(run.exp, ["step2"])  # an RGB-only cache: a clear error naming it
     res = run_robustness(args.run_dir, args.sigma2, seed=args.seed)
     print("sigma^2      accuracy")
     for s, a in zip(res["sigma2"], res["accuracy"]):

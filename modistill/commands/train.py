@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                 f"connections {[(c.source, c.target, list(c.stages)) for c in st.connections]}"
             )
         return 0
-    datasets, num_classes, names = cache_datasets(exp)
+    datasets, num_classes, names = cache_datasets(exp, stages=args.stage)
     try:
         runs = run_recipe(exp, datasets, num_classes, only=args.stage, resume=args.resume, class_names=names)
         main = D.is_main()

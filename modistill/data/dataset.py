@@ -21,10 +21,12 @@ An item is ``{"rgb": (T, 3, S, S) float32, "depth": (T, 3, S, S) float32, "label
   ``floor((j + (c + 0.5) / C) * F / T)``, j = 0..T-1 (C evenly offset copies of the "even" sampling; C = 1
   is exactly "even"). Items of one video are consecutive (``index // C`` is the video) and share
   ``"sample"``, so an evaluator can average their logits per sample. Training draws every clip at random.
-- Splits: ``split`` in "train"/"val"/"test" applies the NTU protocol (`ntu.split_with_validation`, including
-  the paper's validation rules) to the names listed in ``<cache>/samples.txt`` (all source samples, written
-  by `modistill prepare`), so a failed sample never shifts the cross-view validation draw. A split sample
-  that is not in the cache is an error (``on_missing="error"``) or skipped with a warning (``"skip"``).
+- Splits: ``split`` in "train"/"val"/"test" under a `splits.SplitRule` (``protocol`` names one with its
+  defaults): NTU protocols on an NTU-layout cache split the names of ``<cache>/samples.txt`` (all source
+  samples, written by `modistill prepare`; the paper's validation rules), so a failed sample never shifts the
+  cross-view validation draw; every other case (manifests, UCF101/HMDB51, the ``manifest``/``subjects``/
+  ``views`` protocols) splits by the index records' own fields (`modistill.data.splits`). A sample of the
+  source that is not in the cache is an error (``on_missing="error"``) or skipped with a warning (``"skip"``).
 """
 
 from __future__ import annotations
@@ -42,10 +44,8 @@ from torch.utils.data import Dataset
 from . import cache as C
 from . import normalize as N
 from .normalize import IMAGENET_MEAN, IMAGENET_STD  # torchvision's values, shared with predict/export
-from .ntu import PROTOCOLS, split_with_validation
 from .sampling import flip_arrays, maybe_flip, sample_indices
-
-SPLITS = ("train", "val", "test")
+from .splits import SPLITS, Selection, SplitRule, cache_split
 
 
 def _norm_stats(modality: str, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -73,8 +73,10 @@ class CachedClipDataset(Dataset):
 
     Args:
         root: the cache folder (``cache_config.json``, ``index*.jsonl``, ``<modality>/<sample>.npy``).
-        split: "train" | "val" | "test" under ``protocol``, or None for every cached sample.
-        protocol: NTU protocol ("xsub", "xview", "xsub120", "xset120"; `modistill.data.ntu`).
+        split: "train" | "val" | "test" under ``rule`` (or ``protocol``), or None for every cached sample.
+        protocol: a protocol of `modistill.data.splits` with its default settings ("xsub", "xview", "xsub120",
+            "xset120", "manifest"); ignored when ``rule`` is given.
+        rule: the full split rule (`splits.SplitRule`: held-out subjects or views, validation, seed).
         frames: T, frames per clip.
         train: training mode (random "train" sampling + shared flip) or evaluation (deterministic).
         modalities: batch keys to load, each a cached modality.
@@ -107,6 +109,7 @@ class CachedClipDataset(Dataset):
         flip_p: float = 0.5,
         on_missing: str = "error",
         check_files: bool = True,
+        rule: SplitRule | None = None,
     ) -> None:
         self.root = Path(root)
         self.config = C.load_config(self.root)
@@ -119,8 +122,7 @@ class CachedClipDataset(Dataset):
             )
         if split is not None and split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        rule = rule if rule is not None else SplitRule(protocol)
         if on_missing not in ("error", "skip"):
             raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
         if frames < 1 or clips_per_video < 1:
@@ -129,24 +131,19 @@ class CachedClipDataset(Dataset):
         self.clips_per_video = int(clips_per_video)
         self.sampling = sampling or ("train" if train else "even")
         self.flip_p = float(flip_p) if train else 0.0
-        self.protocol, self.split = protocol, split
+        self.protocol, self.rule, self.split = rule.protocol, rule, split
         self.epoch = 0
 
         by_name = {r["name"]: r for r in C.read_index(self.root)}
-        wanted = self._wanted(by_name, split, protocol, samples)
-        absent = [n for n in wanted if n not in by_name]
-        if absent:
-            msg = (
-                f"{self.root}: {len(absent)} of {len(wanted)} samples of split {split!r} are not in the "
-                f"cache (first: {', '.join(absent[:5])}); see {self.root}/failures*.jsonl or re-run "
-                "`modistill prepare`"
+        sel = self._select(by_name, split, rule, samples)
+        self.split_notes = sel.notes
+        if sel.absent:
+            _report_absent(self.root, split, sel, on_missing)
+        self.records: list[dict[str, Any]] = [by_name[n] for n in sel.names if n in by_name]
+        if not self.records and not sel.allow_empty:
+            raise C.CacheError(
+                f"{self.root}: split {split!r} of protocol {rule.protocol!r} has no cached samples"
             )
-            if on_missing == "error":
-                raise C.CacheError(msg + "; pass on_missing='skip' to train without them")
-            warnings.warn(msg + "; skipping them", stacklevel=2)
-        self.records: list[dict[str, Any]] = [by_name[n] for n in wanted if n in by_name]
-        if not self.records:
-            raise C.CacheError(f"{self.root}: split {split!r} of protocol {protocol!r} has no cached samples")
         if check_files:
             for rec in self.records:
                 for m in self.modalities:
@@ -158,25 +155,17 @@ class CachedClipDataset(Dataset):
                         )
         self.samples = [r["name"] for r in self.records]
         labels = [int(r["label"]) for r in self.records]
-        self.num_classes = int(self.config.num_classes or (max(labels) + 1))
+        self.num_classes = int(self.config.num_classes or (max(labels, default=-1) + 1))
         self.labels = [lab for lab in labels for _ in range(self.clips_per_video)]
 
-    def _wanted(
-        self, by_name: dict[str, dict], split: str | None, protocol: str, samples: Sequence[str] | None
-    ) -> list[str]:
+    def _select(
+        self, by_name: dict[str, dict], split: str | None, rule: SplitRule, samples: Sequence[str] | None
+    ) -> Selection:
         if samples is not None:
-            return list(samples)
+            return Selection(list(samples), [n for n in samples if n not in by_name])
         if split is None:
-            return sorted(by_name)
-        listed = self.root / C.SAMPLES_NAME
-        names = C.read_sample_list(self.root) if listed.is_file() else sorted(by_name)
-        try:
-            return split_with_validation(names, protocol)[split]
-        except ValueError as exc:
-            raise ValueError(
-                f"{self.root}: cannot split by NTU protocol {protocol!r} ({exc}); "
-                "pass samples=[...] for data without NTU names"
-            ) from exc
+            return Selection(sorted(by_name))
+        return cache_split(self.root, rule, split, records=list(by_name.values()), config=self.config)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random frames/flips ``__getitem__`` returns (see module docstring)."""
@@ -234,6 +223,21 @@ class CachedClipDataset(Dataset):
         item["sample"] = rec["name"]
         item["index"] = int(index)
         return item
+
+
+def _report_absent(root: Path, split: str | None, sel: Selection, on_missing: str) -> None:
+    """Samples of the source missing from the cache: an error, or a warning with ``on_missing="skip"``."""
+    if sel.absent_split_known:
+        what = f"{len(sel.absent)} of {len(sel.names)} samples of split {split!r}"
+    else:
+        what = f"{len(sel.absent)} samples of the source (whose split is unknown)"
+    msg = (
+        f"{root}: {what} are not in the cache (first: {', '.join(sel.absent[:5])}); "
+        f"see {root}/failures*.jsonl or re-run `modistill prepare`"
+    )
+    if on_missing == "error":
+        raise C.CacheError(msg + "; set data.on_missing=skip (on_missing='skip') to go on without them")
+    warnings.warn(msg + "; skipping them", stacklevel=3)
 
 
 def denormalize(x: torch.Tensor, modality: str = "rgb") -> torch.Tensor:

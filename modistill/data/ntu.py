@@ -29,6 +29,8 @@ __all__ = [
     "num_classes",
     "split_samples",
     "validation_split",
+    "validation_split_fields",
+    "is_train",
     "split_with_validation",
     "read_missing_list",
 ]
@@ -128,6 +130,12 @@ def _check_protocol(protocol: str) -> None:
         raise ValueError(f"unknown NTU protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
 
 
+def is_train(n: SampleName, protocol: str) -> bool:
+    """Whether ``n`` is a training sample under the NTU ``protocol`` (REF §4; NTU-60/120 range not checked)."""
+    _check_protocol(protocol)
+    return _is_train(n, protocol)
+
+
 def _is_train(n: SampleName, protocol: str) -> bool:
     if protocol == "xsub":
         return n.subject in XSUB_TRAIN_SUBJECTS
@@ -185,13 +193,38 @@ def validation_split(
     """
     _check_protocol(protocol)
     parsed = [parse_sample_name(n) for n in train_names]
+    return validation_split_fields(
+        [(str(n), n.subject, n.action) for n in parsed],
+        protocol,
+        val_subjects=val_subjects,
+        per_action=per_action,
+        small_fraction=small_fraction,
+        seed=seed,
+        seed_per_action=seed_per_action,
+    )
+
+
+def validation_split_fields(
+    items: Sequence[tuple[str, int, int]],
+    protocol: str,
+    *,
+    val_subjects: Iterable[int] = (1,),
+    per_action: int = CROSS_VIEW_VAL_PER_ACTION,
+    small_fraction: float = 0.05,
+    seed: int = 0,
+    seed_per_action: bool = True,
+) -> tuple[list[str], list[str]]:
+    """:func:`validation_split` on ``(sample, subject, action)`` triples instead of NTU names (the same rules),
+    for data whose subject and action are recorded beside a free-form sample id (a manifest's records):
+    returns ``(train, val)`` sample ids in input order."""
+    _check_protocol(protocol)
     if protocol in ("xsub", "xsub120"):
         held = frozenset(int(s) for s in val_subjects)
-        val = [str(n) for n in parsed if n.subject in held]
+        val = [name for name, subject, _ in items if int(subject) in held]
     else:
         by_action: dict[int, list[str]] = {}
-        for n in parsed:
-            by_action.setdefault(n.action, []).append(str(n))
+        for name, _, action in items:
+            by_action.setdefault(int(action), []).append(name)
         val = []
         state = np.random.get_state()
         try:
@@ -211,7 +244,7 @@ def validation_split(
         finally:
             np.random.set_state(state)
     held_set = set(val)
-    train = [str(n) for n in parsed if str(n) not in held_set]
+    train = [name for name, _, _ in items if name not in held_set]
     return train, val
 
 

@@ -47,10 +47,11 @@ __all__ = [
 def load_predictor(
     run: str | os.PathLike | None = None,
     model: str | os.PathLike | None = None,
-    stage: str = "step4",
+    stage: str | None = None,
     cache: str | os.PathLike | None = None,
 ) -> Deployed | OnnxPredictor:
-    """PyTorch from a run folder (``run``) or onnxruntime from an export (``model``: folder or model.onnx)."""
+    """PyTorch from a run folder (``run``; ``stage`` default: the stage its recipe deploys) or onnxruntime from
+    an export (``model``: folder or model.onnx)."""
     if (run is None) == (model is None):
         raise ValueError("give exactly one of a run folder or an exported model")
     if model is not None:

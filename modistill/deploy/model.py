@@ -81,22 +81,23 @@ class Deployed:
 
 def load_deployed(
     run_dir: str | os.PathLike,
-    stage: str = "step4",
+    stage: str | None = None,
     *,
     cache: str | os.PathLike | None = None,
     device: str = "cpu",
 ) -> Deployed:
     """The deployed model of ``stage`` of a run folder, with the best weights, in eval mode.
 
-    ``cache`` overrides the run's ``data.cache`` (its ``cache_config.json`` gives S, its index the crop)."""
+    ``stage`` defaults to the stage the run's recipe deploys (``step4``, ``motion_final``, ``hoffman_<loss>``:
+    `modistill.pipeline.session.deployed_stage`). ``cache`` overrides the run's ``data.cache`` (its
+    ``cache_config.json`` gives S and the class names, its index the crop)."""
     handle = open_run(run_dir)
-    ev = handle.stages[stage].stage.evaluate if stage in handle.stages else None
-    if ev is None:
-        raise KeyError(f"{run_dir}: stage {stage!r} has no result (finished stages: {sorted(handle.stages)})")
+    stage = stage or handle.deployed_stage
+    ev = handle.stage(stage).stage.evaluate
     if tuple(ev.inputs) != ("rgb",):
         raise ValueError(
             f"{run_dir}: stage {stage!r} is evaluated on {list(ev.inputs)}; deployment takes RGB only "
-            "(export step4, or another stage evaluated on rgb alone)"
+            f"(the run deploys {handle.deployed_stage!r}; other stages evaluated on rgb alone work too)"
         )
     root = Path(cache or handle.exp.data.cache)
     if not (root / C.CONFIG_NAME).is_file():

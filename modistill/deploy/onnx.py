@@ -16,7 +16,9 @@ import torch
 from torch import Tensor
 
 from modistill.data import cache as C
+from modistill.data.manifest import read_manifest
 from modistill.data.sampling import sample_indices
+from modistill.data.splits import source_kind
 
 from .model import Deployed
 from .preprocess import preprocess_frames, read_clip
@@ -119,16 +121,36 @@ def check_onnx(
     return rows
 
 
+def _source_video(cfg: C.CacheConfig, name: str) -> Path | None:
+    """The source RGB video of cached sample ``name`` when it is still where the cache was prepared from: the
+    NTU layout under the source root, or the ``rgb`` path of a manifest's row; None otherwise."""
+    kind = source_kind(cfg)
+    where = getattr(cfg, "source_path", "") or cfg.source  # caches before the kind/path split kept the path
+    if not where:
+        return None
+    root = Path(where)
+    if kind == "ntu":
+        video = root / "nturgb+d_rgb" / f"{name}_rgb.avi"
+        return video if video.is_file() else None
+    if kind == "manifest" and root.is_file():
+        try:
+            entry = next((e for e in read_manifest(root) if e.sample == name), None)
+        except ValueError:  # the manifest changed since: fall back to the cached frames
+            return None
+        return entry.rgb if entry is not None and entry.rgb.exists() else None
+    return None
+
+
 def reference_clip(deployed: Deployed) -> tuple[Tensor, str]:
     """One real clip ``(1, K, 3, S, S)`` for checking an export, and where it came from: the first sample of
-    the run's cache read from its source video through the deployment preprocessing when the NTU-layout source
-    is still there, else the sample's cached (already cropped) frames."""
+    the run's cache read from its source video through the deployment preprocessing when the source (an NTU
+    root or a manifest's video) is still there, else the sample's cached (already cropped) frames."""
     if deployed.cache is None:
         raise FileNotFoundError("the deployed model has no prepared cache to take a reference clip from")
     rec = C.read_index(deployed.cache)[0]
     cfg = C.load_config(deployed.cache)
-    video = Path(cfg.source) / "nturgb+d_rgb" / f"{rec['name']}_rgb.avi"
-    if cfg.source and video.is_file():
+    video = _source_video(cfg, rec["name"])
+    if video is not None:
         clip, info = read_clip(video, deployed.spec)
         return clip[None], f"{video} (frames {info['indices']}, crop {info['crop_px']})"
     frames = C.load_array(deployed.cache, "rgb", rec["name"])

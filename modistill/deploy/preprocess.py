@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import av
 import cv2
 import numpy as np
 from torch import Tensor
@@ -17,7 +18,23 @@ from modistill.data.video import VideoReadError, read_video_frames, video_frame_
 
 from .spec import DeploySpec, crop_box_pixels
 
-__all__ = ["preprocess_frames", "read_clip", "top_k"]
+__all__ = ["declared_frame_count", "preprocess_frames", "read_clip", "top_k"]
+
+
+def declared_frame_count(video: str | os.PathLike) -> int | None:
+    """The frame count a video container's header declares (AVI ``nframes``, MP4 ``nb_frames``), or None when
+    it declares none (or ``video`` is not a container file, e.g. a folder of frames). A truncated file keeps its
+    header, so a declared count above `video_frame_count` (the packets actually present) flags a cut or
+    damaged file."""
+    path = Path(video)
+    if not path.is_file():
+        return None
+    try:
+        with av.open(str(path), mode="r") as container:
+            n = int(container.streams.video[0].frames or 0) if container.streams.video else 0
+    except (av.FFmpegError, OSError):
+        return None  # unreadable: video_frame_count reports it, naming the file
+    return n if n > 0 else None
 
 
 def preprocess_frames(frames: np.ndarray, spec: DeploySpec, box_px: Sequence[int] | None = None) -> Tensor:
@@ -44,13 +61,25 @@ def read_clip(
     """Decode and preprocess one clip of ``video``: ``((K, 3, S, S) float32, info)``.
 
     ``indices`` overrides the K evenly spaced frames, ``box`` (fractions) the crop chosen by
-    ``crop``/``view`` (see :meth:`CropSpec.select`). ``info``: frame count, indices, frame size (W, H), crop
-    box in pixels and why. Errors name the file.
+    ``crop``/``view`` (see :meth:`CropSpec.select`). ``info``: ``frames`` (frames present, counted by demuxing:
+    the count the sampling uses), ``frames_declared`` (the container header's count, None if it has none),
+    indices, frame size (W, H), crop box in pixels and why, ``warnings`` (frames short of the declared count,
+    i.e. a truncated or damaged file; fewer frames than the model's K, so frames repeat). Errors name the file.
     """
     video = Path(video)
     n = video_frame_count(video)
+    declared = declared_frame_count(video)
     if n < 1:
-        raise VideoReadError(f"{video}: the video has no frames")
+        said = f" (the container declares {declared})" if declared else ""
+        raise VideoReadError(f"{video}: the video has no readable frames{said}")
+    warnings = []
+    if declared is not None and n < declared:
+        warnings.append(
+            f"{video}: only {n} of the {declared} frames the container declares are present (truncated or "
+            f"damaged file?); the clip is sampled from those {n}"
+        )
+    if n < spec.frames:
+        warnings.append(f"{video}: {n} frames, fewer than the {spec.frames} the model takes; frames repeat")
     idx = np.asarray(indices if indices is not None else sample_indices(n, spec.frames, "even"), np.int64)
     frames = read_video_frames(video, idx)
     why = "given box"
@@ -60,10 +89,12 @@ def read_clip(
     info = {
         "video": str(video),
         "frames": n,
+        "frames_declared": declared,
         "indices": idx.tolist(),
         "size": list(frames.shape[2:0:-1]),
         "crop_px": list(px),
         "crop": why,
+        "warnings": warnings,
     }
     return preprocess_frames(frames, spec, px), info
 

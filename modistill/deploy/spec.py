@@ -104,29 +104,36 @@ class CropSpec:
         if self.method == "full":
             return FULL, f"full frame ({self.note})" if self.note else "full frame"
         if mode == "auto":
-            key = _view_key(view) if view else None
+            key = self.group_of(view) if view else None
             if key is None and video is not None:
-                try:
+                try:  # an NTU file name says its (setup, camera) group; other names do not
                     n = sample_name_from_path(video)
-                    key = f"{n.setup}|{n.camera}"
+                    key = f"{n.setup}|{n.camera}" if f"{n.setup}|{n.camera}" in self.groups else None
                 except ValueError:
                     pass
-            if key is not None and key in self.groups:
+            if key is not None:
                 return tuple(self.groups[key]), f"median alignment of setup|camera {key}"  # type: ignore
-            if view and key not in self.groups:
-                raise ValueError(
-                    f"view {view!r}: no such (setup, camera) group; known: {sorted(self.groups)}"
-                )
         return tuple(self.box), "median alignment of all cached samples"  # type: ignore[return-value]
 
-
-def _view_key(view: str) -> str:
-    m = re.fullmatch(r"S(\d+)C(\d+)", view.strip(), re.IGNORECASE) or re.fullmatch(
-        r"(\d+)\|(\d+)", view.strip()
-    )
-    if m is None:
-        raise ValueError(f"view {view!r}: expected SsssCccc (e.g. S001C002) or setup|camera (e.g. 1|2)")
-    return f"{int(m.group(1))}|{int(m.group(2))}"
+    def group_of(self, view: str) -> str:
+        """The crop group of ``view``: a group key ``setup|view`` as the cache's index records them, NTU's
+        ``SsssCccc``, or a view id alone when exactly one setup has it (manifests without setups: ``None|v``).
+        ``ValueError`` listing the known groups otherwise."""
+        v = view.strip()
+        if v in self.groups:
+            return v
+        m = re.fullmatch(r"S(\d+)C(\d+)", v, re.IGNORECASE) or re.fullmatch(r"(\d+)\|(\d+)", v)
+        if m is not None and f"{int(m.group(1))}|{int(m.group(2))}" in self.groups:
+            return f"{int(m.group(1))}|{int(m.group(2))}"
+        same_view = [k for k in sorted(self.groups) if k.partition("|")[2] == v]
+        if len(same_view) == 1:
+            return same_view[0]
+        if same_view:
+            raise ValueError(f"view {view!r} is in several setups {same_view}; give one of them as setup|view")
+        raise ValueError(
+            f"view {view!r}: no such (setup, camera) group; known: {sorted(self.groups) or 'none'} "
+            "(e.g. S001C002, 1|2, or the view id of your manifest)"
+        )
 
 
 def crop_from_cache(cache_root: str | os.PathLike) -> CropSpec:

@@ -5,6 +5,7 @@ Shared by the CLI commands (train, eval, robustness, export, predict, demo) so e
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +15,31 @@ import torch
 from torch.utils.data import Dataset
 
 from modistill.core.config import load_config
-from modistill.recipes.experiment import ExperimentConfig
+from modistill.core.errors import ModistillError
+from modistill.data import cache as C
+from modistill.recipes.experiment import ExperimentConfig, RecipeConfig, build_recipe
 
 from .files import RunDatasetFile
 from .runner import StageRun, load_stage_model, plan_recipe
 
-__all__ = ["load_experiment", "cache_datasets", "open_run", "RunHandle"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "RunError",
+    "RunHandle",
+    "cache_datasets",
+    "check_cache_modalities",
+    "deployed_stage",
+    "load_experiment",
+    "open_run",
+]
+
+
+class RunError(ModistillError, KeyError):
+    """A run folder lacks what was asked of it (e.g. a stage without a result); the message names the run."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; this is a sentence
+        return str(self.args[0]) if self.args else ""
 
 
 def load_experiment(source: str | Path | dict | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -27,17 +47,55 @@ def load_experiment(source: str | Path | dict | None, overrides: Sequence[str] =
     return load_config(ExperimentConfig, source, list(overrides))
 
 
-def cache_datasets(exp: ExperimentConfig):
+def deployed_stage(recipe: RecipeConfig) -> str:
+    """The stage a recipe deploys: its last stage evaluated on RGB alone (every recipe ends with its deployed
+    model: ``step4`` for garcia, ``hoffman_<loss>`` for hoffman, ``motion_final`` for motion)."""
+    for st in reversed(build_recipe(recipe)):
+        if tuple(st.evaluate.inputs) == ("rgb",):
+            return st.name
+    raise ValueError(f"recipe {recipe.name!r} has no stage evaluated on RGB alone to deploy")
+
+
+def check_cache_modalities(exp: ExperimentConfig, stages: Sequence[str] | None = None) -> None:
+    """Raise `CacheError` naming the cache when it lacks a modality that ``stages`` (default: the whole recipe)
+    train or evaluate on, before any training starts (e.g. the depth recipe on an RGB-only cache)."""
+    recipe = build_recipe(exp.recipe)
+    chosen = [st for st in recipe if stages is None or st.name in stages]
+    need: dict[str, list[str]] = {}
+    for st in chosen:
+        for m in (*st.inputs, *st.evaluate.inputs, *(i for ev in st.extra for i in ev.inputs)):
+            need.setdefault(m, []).append(st.name)
+    have = C.load_config(exp.data.cache).modalities
+    lacking = {m: list(dict.fromkeys(v)) for m, v in need.items() if m not in have}
+    if lacking:
+        what = "; ".join(f"{m} (stages {', '.join(v)})" for m, v in lacking.items())
+        hint = []
+        if "depth" in lacking:
+            hint.append("the depth recipes need a cache with depth (an RGB-D source); for RGB-only data use "
+                        "recipe.name=motion with a flow cache")
+        if any(m.startswith("flow") for m in lacking):
+            hint.append("add flow with `modistill prepare ... --flow`")
+        raise C.CacheError(
+            f"{Path(exp.data.cache) / C.CONFIG_NAME}: the {exp.recipe.name} recipe needs {what}, but the cache "
+            f"holds only {list(have)}" + (f" ({'; '.join(hint)})" if hint else "")
+        )
+
+
+def cache_datasets(exp: ExperimentConfig, stages: Sequence[str] | None = None):
     """``(factory, num_classes, class_names)`` for the prepared cache named by ``exp.data.cache``.
 
-    The factory builds :class:`~modistill.data.dataset.CachedClipDataset` splits under ``exp.data.protocol``
-    with the paper's sampling: ``exp.data.frames`` frames, training-mode sampling and flips on the train split.
+    The factory builds :class:`~modistill.data.dataset.CachedClipDataset` splits under the split rule of
+    ``exp.data`` (`DataConfig.split_rule`) with the paper's sampling: ``exp.data.frames`` frames, training-mode
+    sampling and flips on the train split. The cache is first checked to hold the modalities of ``stages``
+    (default: every stage of the recipe).
     """
     from modistill.data.dataset import CachedClipDataset
 
     if not exp.data.cache:
         raise ValueError("data.cache is empty: point it at a folder written by `modistill prepare`")
     root = Path(exp.data.cache)
+    check_cache_modalities(exp, stages)
+    rule = exp.data.split_rule()
     built: dict[tuple[str, tuple[str, ...], bool], Dataset] = {}
 
     def factory(split: str, modalities: tuple[str, ...], train: bool) -> Dataset:
@@ -47,13 +105,18 @@ def cache_datasets(exp: ExperimentConfig):
             ds = CachedClipDataset(
                 root,
                 split=split,
-                protocol=exp.data.protocol,
+                rule=rule,
+                on_missing=exp.data.on_missing,
                 frames=exp.data.frames,
                 train=train,
                 modalities=tuple(modalities),
                 seed=exp.train.seed,
                 clips_per_video=clips,
             )
+            if not any(k[0] == split for k in built):  # once per split: its size and how it was drawn
+                notes = "; ".join(getattr(ds, "split_notes", []))
+                log.info("%s: %s split of protocol %s: %d videos%s", root, split, rule.protocol, len(ds.records),
+                         f" ({notes})" if notes else "")
             built[key] = StackedClips(ds, clips) if clips > 1 else ds
         return built[key]
 
@@ -98,15 +161,27 @@ class RunHandle:
     num_classes: int
     class_names: list[str] | None
 
-    def model(self, stage: str):
-        if stage not in self.stages:
-            raise KeyError(
-                f"{self.dir}: stage {stage!r} has no result (finished stages: {sorted(self.stages)})"
-            )
-        return load_stage_model(self.exp, self.stages[stage], self.num_classes)
+    @property
+    def deployed_stage(self) -> str:
+        """The stage the run's recipe deploys (:func:`deployed_stage`)."""
+        return deployed_stage(self.exp.recipe)
 
-    def result(self, stage: str) -> dict[str, Any]:
-        return self.stages[stage].result
+    def stage(self, name: str | None = None) -> StageRun:
+        """The finished stage ``name`` (default: the deployed one); `RunError` naming the run if unfinished."""
+        name = name or self.deployed_stage
+        if name not in self.stages:
+            known = [st.name for st in build_recipe(self.exp.recipe)]
+            why = "has no result" if name in known else f"is not a stage of the {self.exp.recipe.name} recipe"
+            raise RunError(
+                f"{self.dir}: stage {name!r} {why} (finished stages: {sorted(self.stages) or 'none'})"
+            )
+        return self.stages[name]
+
+    def model(self, stage: str | None = None):
+        return load_stage_model(self.exp, self.stage(stage), self.num_classes)
+
+    def result(self, stage: str | None = None) -> dict[str, Any]:
+        return self.stage(stage).result
 
 
 def open_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> RunHandle:

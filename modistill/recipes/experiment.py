@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from modistill.data.splits import SplitRule
 from modistill.engine.config import TrainConfig
 
 from .depth import DepthRecipeConfig, depth_recipe
@@ -23,16 +24,34 @@ RecipeConfig = DepthRecipeConfig | MotionRecipeConfig
 
 @dataclass
 class DataConfig:
-    """Where the prepared cache is and how clips are drawn from it.
+    """Where the prepared cache is, how it is split, and how clips are drawn from it.
 
-    cache: a folder written by ``modistill prepare`` (its index gives labels, subjects, cameras).
-    protocol: NTU protocol for the train/val/test split (REF §4): ``xsub``, ``xview``, ``xsub120``, ``xset120``.
+    cache: a folder written by ``modistill prepare`` (its index gives labels, subjects, cameras, splits).
+    protocol: how train / val / test are made (`modistill.data.splits`; docs/own_data.md): NTU's ``xsub``,
+        ``xview``, ``xsub120``, ``xset120`` (REF §4; on non-NTU caches applied to the records' subject / camera /
+        setup fields, not to sample names); ``manifest``: the records' ``split`` column (train / val / test);
+        ``subjects`` / ``views``: held-out subjects or views.
+    test_subjects / test_views: the held-out ids of ``subjects`` / ``views``; test_fraction: a seeded fraction
+        of all subjects (or views) instead of a list.
+    val_subjects: validation subjects (from the training side); val_fraction: seeded fraction of the training
+        subjects held out for validation (null: 10 %; 0: no validation, the last epoch is kept). Neither applies
+        to the NTU protocols (the paper's rule) nor when the records name a ``val`` split.
+    split_seed: seed of the test and validation draws (independent of ``train.seed``, so seeds share a split).
+    on_missing: ``error`` (default) or ``skip`` for samples of the source that are not in the cache (failed in
+        ``prepare``: listed in ``<cache>/failures.jsonl``).
     frames: K sampled frames per clip (paper: 5).
     clips_per_video: temporal clips averaged at evaluation (the paper uses one).
     """
 
     cache: str = ""
-    protocol: Literal["xsub", "xview", "xsub120", "xset120"] = "xsub"
+    protocol: Literal["xsub", "xview", "xsub120", "xset120", "manifest", "subjects", "views"] = "xsub"
+    test_subjects: list[int | str] = field(default_factory=list)
+    test_views: list[int | str] = field(default_factory=list)
+    test_fraction: float = 0.0
+    val_subjects: list[int | str] = field(default_factory=list)
+    val_fraction: float | None = None
+    split_seed: int = 0
+    on_missing: Literal["error", "skip"] = "error"
     frames: int = 5
     clips_per_video: int = 1
 
@@ -41,6 +60,19 @@ class DataConfig:
             raise ValueError(f"frames must be >= 1, got {self.frames}")
         if self.clips_per_video < 1:
             raise ValueError(f"clips_per_video must be >= 1, got {self.clips_per_video}")
+        self.split_rule()  # the split settings are checked where they are defined (data/splits.py)
+
+    def split_rule(self) -> SplitRule:
+        """The `SplitRule` these settings describe."""
+        return SplitRule(
+            protocol=self.protocol,
+            test_subjects=tuple(self.test_subjects),
+            test_views=tuple(self.test_views),
+            test_fraction=self.test_fraction,
+            val_subjects=tuple(self.val_subjects),
+            val_fraction=self.val_fraction,
+            seed=self.split_seed,
+        )
 
 
 @dataclass

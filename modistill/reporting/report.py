@@ -48,6 +48,20 @@ def _ours(s: dict[str, Any]) -> str:
     return f"{100 * s['mean']:.1f}"
 
 
+def _per_class_lines(summary: dict[str, Any]) -> list[str]:
+    """Per-class test accuracy of the final model (first run), by the class names of the data, when known."""
+    conf, names = summary.get("final_confusion"), summary.get("class_names")
+    if not conf or not names or len(names) != len(conf):
+        return []
+    lines = ["## Per-class test accuracy (final model, first run)", "", "| class | accuracy | test videos |",
+             "|---|---|---|"]
+    for i, (name, row) in enumerate(zip(names, conf)):
+        n = sum(row)
+        acc = "-" if n == 0 else f"{100 * row[i] / n:.1f}"
+        lines.append(f"| {name} | {acc} | {n} |")
+    return lines + [""]
+
+
 def render_markdown(
     summary: dict[str, Any], figs: dict[str, str], extra: dict[str, Any] | None = None
 ) -> str:
@@ -109,6 +123,7 @@ def render_markdown(
             f"| final RGB-only model | {_ours(rob['rgb_final'])} | {rob['paper_cv']['rgb_final']:.2f} |"
         )
         lines.append("")
+    lines += _per_class_lines(summary)
     if figs:
         lines += ["## Figures", ""]
         for title, f in figs.items():
