@@ -123,9 +123,17 @@ def test_resume_skips_done_and_redoes_missing(flow_cache, tmp_path):
     assert res.exit_status == 0 and len(res.skipped) == len(flow_cache["names"])
 
 
-def test_other_flow_settings_are_refused(flow_cache):
+def test_other_flow_settings_are_refused(flow_cache, tmp_path):
     with pytest.raises(PrepareError, match=r"cache_config\.json.*stack: 2 \(cache\) vs 1 \(requested\)"):
         prepare_flow(flow_cache["cache"], options=FlowOptions(method="dis", stack=1))
+    # Doing what the message says (delete the flow folder) lets the new settings replace the recorded ones.
+    cache = tmp_path / "cache"
+    shutil.copytree(flow_cache["cache"], cache)
+    with pytest.raises(PrepareError, match=r"delete the folder .*flow and run again"):
+        prepare_flow(cache, options=FlowOptions(method="dis", stack=1, bound=8.0), limit=1)
+    shutil.rmtree(cache / "flow")
+    assert prepare_flow(cache, options=FlowOptions(method="dis", stack=1, bound=8.0), limit=1).exit_status == 0
+    assert flow_settings(cache)["stack"] == 1 and C.load_config(cache).flow_bound == 8.0
     with pytest.raises(ValueError, match="flow method"):
         FlowOptions(method="lucas-kanade")
 

@@ -98,6 +98,8 @@ def test_layout_needs_a_split_and_a_plain_root_names_the_option(
     assert main(["prepare", str(root), str(tmp_path / "c"), "--layout", "ucf101", "--split", "1",
                  "--modalities", "rgb,depth", *JOB]) == 2  # fmt: skip
     assert "no sample has depth" in capsys.readouterr().err
+    assert main(["prepare", str(root), str(tmp_path / "c"), "--classes", "names.txt", *JOB]) == 2
+    assert "--classes FILE names the classes of a manifest" in capsys.readouterr().err
 
 
 def test_hmdb51_tree(tmp_path: Path, ucf_clip: Path, capsys) -> None:

@@ -32,7 +32,14 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="NTU-layout root (nturgb+d_rgb/, ...) or, with --layout, a UCF101/HMDB51 class-folder root",
     )
     parser.add_argument("out", metavar="OUT", help="cache folder to create or resume")
-    src = parser.add_argument_group("source")
+    _source_args(parser.add_argument_group("source"))
+    _content_args(parser.add_argument_group("what is built"), parser.add_argument_group("depth"))
+    _flow_args(parser.add_argument_group("optical flow"))
+    _job_args(parser.add_argument_group("job"))
+    parser.set_defaults(func=run)
+
+
+def _source_args(src: argparse._ArgumentGroup) -> None:
     src.add_argument("--manifest", metavar="FILE", help="CSV/JSONL manifest of your own data instead of SRC")
     src.add_argument(
         "--classes", metavar="FILE", help="class names of a manifest, one per line (line k = label k)"
@@ -51,7 +58,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="official missing-skeleton list (default: NTU_RGBD*_samples_with_missing_skeletons.txt in SRC)",
     )
-    what = parser.add_argument_group("what is built")
+
+
+def _content_args(what: argparse._ArgumentGroup, depth: argparse._ArgumentGroup) -> None:
     what.add_argument(
         "--modalities",
         metavar="LIST",
@@ -73,7 +82,6 @@ def register(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="crop a centred square instead of squashing the intersection",
     )
-    depth = parser.add_argument_group("depth")
     depth.add_argument(
         "--depth-scale",
         default="mm",
@@ -90,7 +98,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     depth.add_argument("--depth-encoding", choices=("jet", "raw"), default="jet", help="(default jet)")
     depth.add_argument("--near-mm", type=float, default=None, help="depth mapped to the near end (500)")
     depth.add_argument("--far-mm", type=float, default=None, help="depth mapped to the far end (4500)")
-    flow = parser.add_argument_group("optical flow")
+
+
+def _flow_args(flow: argparse._ArgumentGroup) -> None:
     flow.add_argument(
         "--flow",
         nargs="?",
@@ -112,7 +122,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     flow.add_argument(
         "--flow-bound", type=float, default=None, metavar="PX", help="flow quantisation clip in pixels (20)"
     )
-    job = parser.add_argument_group("job")
+
+
+def _job_args(job: argparse._ArgumentGroup) -> None:
     job.add_argument(
         "--workers", type=int, default=_default_workers(), help="worker processes (default: CPUs, at most 8)"
     )
@@ -131,7 +143,6 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="first delete what an earlier prepare wrote into OUT (to start over with other settings)",
     )
     job.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
 
 
 def _modalities(args: argparse.Namespace) -> tuple[tuple[str, ...] | None, str | None]:
@@ -168,38 +179,57 @@ def _print_records(title: str, path: object, rows: list, fmt) -> None:  # noqa: 
         print(f"  ... and {len(rows) - 10} more", file=sys.stderr)
 
 
-def run(args: argparse.Namespace) -> int:
-    from modistill.data import cache as C
+def _options(args: argparse.Namespace, modalities: tuple[str, ...] | None):  # noqa: ANN202 - lazy import
     from modistill.data.depth import KINECT_FAR_MM, KINECT_NEAR_MM
     from modistill.data.depth_units import parse_depth_units
-    from modistill.data.prepare import PrepareError, PrepareOptions, prepare_cache
+    from modistill.data.prepare import PrepareOptions
+
+    return PrepareOptions(
+        size=args.size,
+        frames=args.frames,
+        depth_encoding=args.depth_encoding,
+        near_mm=KINECT_NEAR_MM if args.near_mm is None else args.near_mm,
+        far_mm=KINECT_FAR_MM if args.far_mm is None else args.far_mm,
+        modalities=modalities,
+        alignment=args.alignment,
+        keep_aspect=args.keep_aspect,
+        depth_units=parse_depth_units(args.depth_scale),
+        depth_check=args.depth_check,
+    )
+
+
+def _flow_options(args: argparse.Namespace, method: str):  # noqa: ANN202 - lazy import
+    from modistill.data.flow import FLOW_BOUND
+    from modistill.data.prepare_flow import FlowOptions
+
+    return FlowOptions(
+        method=method,
+        stack=1 if args.flow_stack is None else args.flow_stack,
+        compute_size=args.flow_size,
+        bound=FLOW_BOUND if args.flow_bound is None else args.flow_bound,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from modistill.data import cache as C
+    from modistill.data.prepare import PrepareError, prepare_cache
 
     if (args.src is None) == (args.manifest is None):
         return fail(
-            "give exactly one of SRC (an NTU-layout root, or a UCF101/HMDB51 root with --layout) and --manifest FILE"
+            "give exactly one of SRC (an NTU-layout root, or a UCF101/HMDB51 root with --layout) "
+            "and --manifest FILE"
         )
     if args.layout is not None and args.split is None:
         return fail(f"--layout {args.layout} needs --split 1, 2 or 3 (the official split to prepare)")
     try:
         mods, method = _modalities(args)
         shard = C.parse_shard(args.shard) if args.shard else None
-        opts = PrepareOptions(
-            size=args.size,
-            frames=args.frames,
-            depth_encoding=args.depth_encoding,
-            near_mm=KINECT_NEAR_MM if args.near_mm is None else args.near_mm,
-            far_mm=KINECT_FAR_MM if args.far_mm is None else args.far_mm,
-            modalities=mods,
-            alignment=args.alignment,
-            keep_aspect=args.keep_aspect,
-            depth_units=parse_depth_units(args.depth_scale),
-            depth_check=args.depth_check,
-        )
+        fopts = _flow_options(args, method) if method else None  # checked before the long RGB pass
         res = prepare_cache(
             args.out,
             args.src,
             manifest=args.manifest,
-            options=opts,
+            options=_options(args, mods),
             workers=args.workers,
             shard=shard,
             missing_list=args.missing_list,
@@ -215,16 +245,9 @@ def run(args: argparse.Namespace) -> int:
         for note in res.notes:
             print(f"note: {note}", file=sys.stderr)
         fres = None
-        if method:
-            from modistill.data.flow import FLOW_BOUND
-            from modistill.data.prepare_flow import FlowOptions, prepare_flow
+        if fopts is not None:
+            from modistill.data.prepare_flow import prepare_flow  # imports torch (flow.py): only when asked
 
-            fopts = FlowOptions(
-                method=method,
-                stack=1 if args.flow_stack is None else args.flow_stack,
-                compute_size=args.flow_size,
-                bound=FLOW_BOUND if args.flow_bound is None else args.flow_bound,
-            )
             fres = prepare_flow(
                 args.out,
                 args.src,
@@ -242,19 +265,21 @@ def run(args: argparse.Namespace) -> int:
             "\ninterrupted: finished samples are kept; run the same command again to resume", file=sys.stderr
         )
         return 130
+    return _report(args, shard, res, fopts, fres)
+
+
+def _report(args: argparse.Namespace, shard, res, fopts, fres) -> int:  # noqa: ANN001 - lazy-imported types
+    from modistill.data import cache as C
+
     where = f" (shard {shard[0]}/{shard[1]})" if shard else ""
     print(
         f"{args.out}{where}: {len(res.done)} prepared ({len(res.fallback)} with the fallback alignment), "
         f"{len(res.skipped)} already done, {len(res.failures)} failed, of {res.total} in {res.seconds:.1f} s "
         f"[{', '.join(res.modalities)}]"
     )
+    fail_line = lambda f: f"{f['sample']} [{f['stage']}]: {f['error']}"  # noqa: E731
     if res.failures:
-        _print_records(
-            "sample(s) failed",
-            C.failures_path(args.out, shard),
-            res.failures,
-            lambda f: f"{f['sample']} [{f['stage']}]: {f['error']}",
-        )
+        _print_records("sample(s) failed", C.failures_path(args.out, shard), res.failures, fail_line)
     if res.warnings:
         _print_records(
             "warning(s) about prepared samples",
@@ -262,20 +287,17 @@ def run(args: argparse.Namespace) -> int:
             res.warnings,
             lambda w: f"{w['sample']}: {w['warning']}",
         )
-    if fres is not None:
+    if fres is None:
+        return res.exit_status
+    print(
+        f"{args.out}{where}: flow ({fopts.method}, L={fopts.stack}, bound {fopts.bound:g} px) for "
+        f"{len(fres.done)} samples, {len(fres.skipped)} already done, {len(fres.failures)} failed, "
+        f"in {fres.seconds:.1f} s"
+    )
+    if fres.failures:
         from modistill.data.prepare_flow import flow_failures_path
 
-        print(
-            f"{args.out}{where}: flow ({method}, L={fopts.stack}, bound {fopts.bound:g} px) for "
-            f"{len(fres.done)} samples, {len(fres.skipped)} already done, {len(fres.failures)} failed, "
-            f"in {fres.seconds:.1f} s"
+        _print_records(
+            "sample(s) have no flow", flow_failures_path(args.out, shard), fres.failures, fail_line
         )
-        if fres.failures:
-            _print_records(
-                "sample(s) have no flow",
-                flow_failures_path(args.out, shard),
-                fres.failures,
-                lambda f: f"{f['sample']} [{f['stage']}]: {f['error']}",
-            )
-        return max(res.exit_status, fres.exit_status)
-    return res.exit_status
+    return max(res.exit_status, fres.exit_status)
