@@ -260,3 +260,12 @@ def test_inverted_step3_teacher_is_the_frozen_step2_model_and_gets_no_student_si
     rows = {s.name: s.paper_row for s in build_recipe(exp.recipe)}
     assert rows == {"step1_rgb": "2", "step1_depth": "1", "step2": "8a", "step3": "13a", "step4": "15a"}
     assert {e.paper_row for e in plan(exp)["step2"][0].extra} >= {"6a", "7a"}
+
+
+def test_eq3_settings_do_not_rekey_stages_that_do_not_use_eq3(tmp_path):
+    """Stage keys stay stable where semantics do not change: steps 1 and 2 (cross-entropy) keep their keys
+    whatever eq. 3's reduction and weight are, while step 3 (which computes eq. 3) changes."""
+    base = plan(load_experiment({"out_dir": str(tmp_path)}))
+    other = plan(load_experiment({"out_dir": str(tmp_path)}, ["recipe.hall_reduction=mean",
+                                                              "recipe.hall_layers={layer4: 1.0}"]))
+    assert [n for n in base if base[n][1] == other[n][1]] == ["step1_rgb", "step1_depth", "step2"]

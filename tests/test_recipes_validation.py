@@ -271,11 +271,9 @@ def test_every_table2_row_comes_from_one_variant_whose_recipe_labels_it():
     """The paper's table (core.paper) is the one list of rows: the ablation variants cover every row, and each
     variant's recipe labels an evaluation with each row the variant claims to produce."""
     from modistill.core.config import apply_overrides
-    from modistill.core.paper import TABLE2
+    from modistill.core.paper import SUPPLEMENT_TABLE1, TABLE2
     from modistill.recipes import ExperimentConfig
     from modistill.recipes.ablation import SETS, VARIANTS
-
-    from modistill.core.paper import SUPPLEMENT_TABLE1
 
     covered = {r for v in SETS["table2"] for r in VARIANTS[v].rows}
     assert covered >= set(TABLE2) | set(SUPPLEMENT_TABLE1)

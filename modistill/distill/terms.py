@@ -111,6 +111,11 @@ class LossSpec:
         return self.hoffman_distill if self.kind == "hoffman" else None
 
     @property
+    def uses_eq3(self) -> bool:
+        """Whether this loss computes eq. 3 (reads ``hall_layers`` / ``hall_reduction``)."""
+        return self._distill_kind in ("hall", "eq7")
+
+    @property
     def uses_teacher(self) -> bool:
         """Whether this loss reads a teacher stream."""
         return self.kind != "ce"

@@ -167,6 +167,9 @@ def stage_to_dict(stage: Stage) -> dict[str, Any]:
 # from the best weights after training) do not change the trained weights, so they stay out of stage keys and
 # relabelling a row never retrains a stage.
 _LABELS = ("title", "paper_row", "extra")
+# Loss fields that a stage's loss does not read are hashed at fixed values (those of the first release), so a
+# change of an unrelated default (eq. 3's reduction and weight) never re-keys a stage that does not use eq. 3.
+_UNREAD_EQ3 = {"hall_layers": {"layer4": 1.0}, "hall_reduction": "mean"}
 
 
 def stage_identity(stage: Stage) -> dict[str, Any]:
@@ -176,6 +179,8 @@ def stage_identity(stage: Stage) -> dict[str, Any]:
     d["evaluate"] = {k: ev[k] for k in ("streams", "inputs")} | ({"output": ev["output"]} if ev["output"] else {})
     if not d["standins"]:
         del d["standins"]  # stages without stand-ins keep the keys they had before stand-ins existed
+    if not stage.loss.uses_eq3:
+        d["loss"] = d["loss"] | _UNREAD_EQ3
     return d
 
 
