@@ -67,6 +67,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("released", "the released code exactly (RELEASED_PRESET): additive connections in step 2, step 3 "
             "without connections, eq. 3 sum x0.01 on layer4, student temperature, step 4 late fusion",
             RELEASED_PRESET, None, ("6", "7", "8", "14", "14-init", "15-nc")),
+    Variant("step3_select_strict", "step 3 selected on the hall stream alone on RGB (the former reading)",
+            ("recipe.step3_select=strict",), None, (*_S3, *_S4)),
     # What the hall stream receives in step 4 for its step-3 depth connections (docs/recipes.md).
     *[Variant(f"step4_hall_{m}", f"step 4: the hall stream's missing depth source -> {m}",
               (f"recipe.step4_hall_source={m}",), None, _S4) for m in ("drop", "zero", "learned")],
@@ -112,7 +114,7 @@ SETS: dict[str, tuple[str, ...]] = {
     "connections": ("paper", "step2_no_connections", "step4_from_no_connections", "inverted"),
     "losses": ("paper", "step3_eq3", "step3_gd"),
     # Step 4 reached from step 3 with and without connections, in both forms of eq. 2 (docs/recipes.md).
-    "step4_sources": ("paper", "step4_hall_drop", "step4_hall_zero", "step4_hall_learned",
+    "step4_sources": ("paper", "step3_select_strict", "step4_hall_drop", "step4_hall_zero", "step4_hall_learned",
                       "step4_from_no_connections", "additive", "additive_hall_drop", "additive_no_connections"),
     "eq3_scale": (*[f"hall_w{w:g}" for w in HALL_WEIGHTS], "hall_mean", "hall_released_sum"),
     "all": _DEPTH_VARIANTS,
