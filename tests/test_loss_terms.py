@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from modistill.core.config import ConfigError, load_config
 from modistill.distill import (
+    HALL_WEIGHT,
     LossSpec,
     compute_loss,
     generalized_distillation_loss,
@@ -58,17 +59,34 @@ def test_eq3_eq5_eq7_route_student_and_teacher():
     out = _out()
     s, t = out.streams["hall"], out.streams["depth"]
     hall, _ = compute_loss(LossSpec(kind="hall", hall_layers={"layer3": 1.0, "layer4": 0.5}), out, LABELS)
-    ref, _ = hallucination_loss(t.features, s.features, {"layer3": 1.0, "layer4": 0.5})
+    ref, _ = hallucination_loss(t.features, s.features, {"layer3": 1.0, "layer4": 0.5}, frames=T)
     assert hall.item() == pytest.approx(ref.item())
     gd, gparts = compute_loss(LossSpec(kind="gd", lam=0.3, T=4.0), out, LABELS)
     ref, _ = generalized_distillation_loss(s.video_logits, t.video_logits, LABELS, lam=0.3, T=4.0)
     assert gd.item() == pytest.approx(ref.item())
     assert {"gd/hard", "gd/soft", "gd/total", "loss"} == set(gparts)
     eq7, parts = compute_loss(LossSpec(kind="eq7", alpha=0.25), out, LABELS)
-    l_hall, _ = hallucination_loss(t.features, s.features, {"layer4": 1.0})
+    l_hall, _ = hallucination_loss(t.features, s.features, {"layer4": HALL_WEIGHT}, frames=T)
     l_gd, _ = generalized_distillation_loss(s.video_logits, t.video_logits, LABELS)
     assert eq7.item() == pytest.approx(0.75 * l_gd.item() + 0.25 * l_hall.item())
     assert {"hall/layer4", "hall/total", "gd/hard", "gd/soft", "eq7/total", "loss"} <= set(parts)
+
+
+def test_eq3_default_is_the_squared_norm_per_video():
+    """Eq. 3's ||.||^2 is a squared norm per sample (REF §2): by default the sum over each video's feature maps
+    (T frames x C x h x w), averaged over the B videos, times the chosen weight; not the mean over every
+    element, which left eq. 3 almost no gradient. The recipe's default is the same."""
+    from modistill.recipes import DepthRecipeConfig
+
+    out = _out()
+    s, t = out.streams["hall"], out.streams["depth"]
+    sq = ((torch.sigmoid(t.features["layer4"]) - torch.sigmoid(s.features["layer4"])) ** 2).detach()
+    per_video = [float(sq[b * T:(b + 1) * T].sum()) for b in range(B)]
+    expected = HALL_WEIGHT * sum(per_video) / B
+    for spec in (LossSpec(kind="hall"), DepthRecipeConfig().distill_spec("hall")):
+        total, _ = compute_loss(spec, out, LABELS)
+        assert total.item() == pytest.approx(expected, rel=1e-6)
+    assert float(sq.mean()) * HALL_WEIGHT != pytest.approx(expected, rel=1e-3)
 
 
 def test_eq7_teacher_gets_no_gradient():

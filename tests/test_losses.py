@@ -36,10 +36,39 @@ def _hall_pair() -> tuple[dict, dict]:
 
 def test_hall_mean_single_layer():
     t, s = _hall_pair()
-    total, parts = hallucination_loss(t, s, {"layer4": 1.0})
+    total, parts = hallucination_loss(t, s, {"layer4": 1.0}, reduction="mean")
     assert total.item() == pytest.approx(0.03125, abs=1e-7)
     assert set(parts) == {"hall/layer4", "hall/total"}
     assert parts["hall/layer4"].item() == pytest.approx(0.03125, abs=1e-7)
+
+
+def test_hall_default_is_the_squared_norm_per_sample():
+    # One sample (B = 1, T = 1): the paper's ||.||^2 is the sum over the map, 0.125, not its mean 0.03125.
+    t, s = _hall_pair()
+    total, _ = hallucination_loss(t, s, {"layer4": 1.0})
+    assert total.item() == pytest.approx(0.125, abs=1e-7)
+
+
+def test_hall_sample_frame_reductions_by_hand():
+    # B = 2 videos x T = 3 frames of (C=2, 2x2) maps; frame f of video b differs from the teacher (sigmoid 0.5)
+    # by 0.25 in k(b, f) elements (sigmoid(ln 3) = 0.75), so each squared difference is 1/16.
+    k = [[1, 0, 2], [3, 1, 0]]
+    t = torch.zeros(6, 2, 2, 2)
+    s = torch.zeros(6, 2, 2, 2)
+    for b in range(2):
+        for f in range(3):
+            s.view(6, -1)[b * 3 + f, : k[b][f]] = LN3
+    per_video = [sum(row) / 16 for row in k]  # squared norm of each video: 3/16, 4/16
+    sample, _ = hallucination_loss({"l": t}, {"l": s}, {"l": 2.0}, reduction="sample", frames=3)
+    assert sample.item() == pytest.approx(2.0 * (per_video[0] + per_video[1]) / 2, rel=1e-6)
+    frame, _ = hallucination_loss({"l": t}, {"l": s}, {"l": 2.0}, reduction="frame", frames=3)
+    assert frame.item() == pytest.approx(2.0 * 7 / 16 / 6, rel=1e-6)
+    total_sum, _ = hallucination_loss({"l": t}, {"l": s}, {"l": 2.0}, reduction="sum")
+    assert total_sum.item() == pytest.approx(2.0 * 7 / 16, rel=1e-6)
+    mean, _ = hallucination_loss({"l": t}, {"l": s}, {"l": 2.0}, reduction="mean")
+    assert mean.item() == pytest.approx(2.0 * 7 / 16 / 48, rel=1e-6)
+    with pytest.raises(ValueError, match="not videos of 4 frames"):
+        hallucination_loss({"l": t}, {"l": s}, {"l": 1.0}, reduction="sample", frames=4)
 
 
 def test_hall_sum_and_multilayer_weights():

@@ -19,6 +19,7 @@ from _recipe_utils import TrainSpy, differing, exp_dict, make_exp, stream_state,
 from safetensors.torch import load_file
 
 from modistill.cli import main as cli_main
+from modistill.core.paper import row_order
 from modistill.engine.metrics_log import read_metrics
 from modistill.pipeline import runner
 from modistill.pipeline.files import RobustnessFile, RunResultsFile
@@ -83,8 +84,9 @@ def test_four_steps_then_robustness_then_report(cache, tmp_path, monkeypatch):
     for r in runs.values():
         for ev in [r.result["test"], *r.result["extra"].values()]:
             by_row[ev["paper_row"]] = ev["accuracy"]
-    assert sorted(by_row, key=int) == ["1", "2", "6", "7", "8", "13", "15"]
-    assert [row["row"] for row in metrics["table"]] == sorted(by_row, key=int)
+    assert sorted(by_row, key=row_order) == ["1", "2", "6", "6-alone", "7", "7-alone", "8", "13", "13-strict",
+                                             "13-init", "15"]
+    assert [row["row"] for row in metrics["table"]] == sorted(by_row, key=row_order)
     for row in metrics["table"]:
         assert row["ours"]["mean"] == pytest.approx(by_row[row["row"]], abs=1e-12)
         assert f"| {row['row']} | {row['model']} |" in md

@@ -100,8 +100,8 @@ def test_step2_starts_from_step1_and_trains_both_streams(cache, tmp_path, spy):
         )
     # The teacher's extra evaluations (Table 2 rows 6, 7) and the fused one (row 8) are reported.
     res = runs["step2"].result
-    assert res["test"]["paper_row"] == "8" and set(res["extra"]) == {"depth stream", "rgb stream"}
-    assert {v["paper_row"] for v in res["extra"].values()} == {"6", "7"}
+    assert res["test"]["paper_row"] == "8"
+    assert {v["paper_row"] for v in res["extra"].values()} == {"6", "7", "6-alone", "7-alone"}
 
 
 def test_step3_freezes_depth_bit_for_bit_and_trains_hall(cache, tmp_path, spy):
@@ -131,9 +131,10 @@ def test_step3_freezes_depth_bit_for_bit_and_trains_hall(cache, tmp_path, spy):
     epochs = [json.loads(x) for x in (runs["step3"].dir / "metrics.jsonl").read_text().splitlines()]
     parts = next(r for r in epochs if r.get("kind") == "epoch")["parts"]
     assert any(k.startswith("hall/") for k in parts), parts
-    # Evaluated on RGB alone (row 13): the frozen depth stream is not needed at test time.
-    assert runs["step3"].result["test"]["inputs"] == ["rgb"]
-    assert runs["step3"].result["test"]["streams"] == ["hall"]
+    # Row 13 in the graph it trained in (depth injected); 13-strict: the hall stream alone on RGB.
+    assert runs["step3"].result["test"]["inputs"] == ["rgb", "depth"]
+    strict = runs["step3"].result["extra"]["hall stream alone (RGB, strict)"]
+    assert strict["inputs"] == ["rgb"] and strict["streams"] == ["hall"] and strict["paper_row"] == "13-strict"
 
 
 def test_step4_starts_from_step2_rgb_and_step3_hall(cache, tmp_path, spy):

@@ -48,12 +48,17 @@ def test_garcia_steps_follow_the_paper():
     assert (s3.loss.kind, s3.loss.student, s3.loss.teacher) == ("eq7", "hall", "depth")
     assert (s3.loss.alpha, s3.loss.lam, s3.loss.T) == (0.5, 0.5, 10.0)
     assert [(c.source, c.target) for c in s3.connections] == [("depth", "hall")]
-    assert s3.evaluate.streams == ("hall",) and s3.evaluate.inputs == ("rgb",)
+    # Selected (and reported as row 13) in the graph it trains in: depth injected, the hall stream's logits;
+    # the hall stream alone on RGB is reported as 13-strict.
+    assert s3.evaluate.streams == ("depth", "hall") and s3.evaluate.inputs == ("rgb", "depth")
+    assert s3.evaluate.output == "hall"
+    assert [(e.streams, e.inputs, e.paper_row) for e in s3.extra] == [(("hall",), ("rgb",), "13-strict")]
     # Step 4: rgb from step 2, hall from step 3, hall -> rgb, fine-tuned on RGB only (the deployed model).
     s4 = r["step4"]
     assert {s.name: s.init for s in s4.streams} == {"rgb": "step2/rgb", "hall": "step3/hall"}
     assert [(c.source, c.target) for c in s4.connections] == [("hall", "rgb")]
     assert s4.inputs == ("rgb",) and s4.evaluate.inputs == ("rgb",) and s4.frozen == ()
+    assert [(e.paper_row, e.weights) for e in s4.extra] == [("13-init", "init")]
     assert [s.paper_row for s in r.values()] == ["2", "1", "8", "13", "15"]
 
 
@@ -98,6 +103,7 @@ def test_ablation_variant_overrides_are_what_they_say():
     ) == ("hall", False)
     assert get["hoffman_gd"].name == "hoffman" and get["hoffman_gd"].hoffman_loss == "gd"
     assert get["released"].hall_layers == {"layer4": 0.01} and get["released"].hall_reduction == "sum"
+    assert (get["released"].step3_connections, get["released"].step4_connections) == (False, False)
     assert base.recipe == DepthRecipeConfig()  # variant_config copies; the base is untouched
     assert [v.name for v in resolve_variants(["losses", "paper"])] == list(SETS["losses"])
     with pytest.raises(ValueError, match="unknown ablation variant"):
@@ -106,19 +112,22 @@ def test_ablation_variant_overrides_are_what_they_say():
 
 @pytest.mark.parametrize("loss,row", [("hall", "3"), ("gd", "4"), ("eq7", "5")])
 def test_hoffman_recipe(loss, row):
-    (st,) = hoffman_recipe(DepthRecipeConfig(name="hoffman", hoffman_loss=loss))
-    assert st.name == f"hoffman_{loss}"
-    assert [(s.name, s.modality, s.frozen) for s in st.streams] == [
-        ("rgb", "rgb", False),
-        ("depth", "depth", False),
-        ("hall", "rgb", False),
+    stages = hoffman_recipe(DepthRecipeConfig(name="hoffman", hoffman_loss=loss))
+    assert [s.name for s in stages] == ["step1_rgb", "step1_depth", f"hoffman_{loss}"]
+    st = stages[-1]
+    # Initialised from step 1, the hallucination stream from the depth network (Garcia et al. §4.2).
+    assert [(s.name, s.modality, s.init, s.frozen) for s in st.streams] == [
+        ("rgb", "rgb", "step1_rgb/rgb", False),
+        ("depth", "depth", "step1_depth/depth", False),
+        ("hall", "rgb", "step1_depth/depth", False),
     ]
     assert st.trainable == ("rgb", "depth", "hall") and st.connections == ()
-    assert (st.loss.kind, st.loss.hoffman_distill, st.loss.hoffman_ce) == ("hoffman", loss, ("rgb", "depth"))
+    ce = ("rgb", "depth", "hall") if loss == "hall" else ("rgb", "depth")
+    assert (st.loss.kind, st.loss.hoffman_distill, st.loss.hoffman_ce) == ("hoffman", loss, ce)
     assert (st.loss.student, st.loss.teacher) == ("hall", "depth")
     assert st.evaluate.streams == ("rgb", "hall") and st.evaluate.inputs == ("rgb",)
     assert st.fuse == ("rgb", "hall") and st.paper_row == row == st.evaluate.paper_row
-    assert build_recipe(DepthRecipeConfig(name="hoffman", hoffman_loss=loss)) == [st]
+    assert build_recipe(DepthRecipeConfig(name="hoffman", hoffman_loss=loss)) == stages
 
 
 # --- validate_recipe rejections ---------------------------------------------------------------------------
@@ -262,12 +271,12 @@ def test_every_table2_row_comes_from_one_variant_whose_recipe_labels_it():
     """The paper's table (core.paper) is the one list of rows: the ablation variants cover every row, and each
     variant's recipe labels an evaluation with each row the variant claims to produce."""
     from modistill.core.config import apply_overrides
-    from modistill.core.paper import TABLE2
+    from modistill.core.paper import SUPPLEMENT_TABLE1, TABLE2
     from modistill.recipes import ExperimentConfig
     from modistill.recipes.ablation import SETS, VARIANTS
 
     covered = {r for v in SETS["table2"] for r in VARIANTS[v].rows}
-    assert covered == set(TABLE2)
+    assert covered >= set(TABLE2) | set(SUPPLEMENT_TABLE1)
     for name in SETS["all"]:
         v = VARIANTS[name]
         exp = apply_overrides(ExperimentConfig(), list(v.overrides))

@@ -176,20 +176,21 @@ def _seed_run(seed: int, threads: int | None, out: Path, base_raw: dict, overrid
     exp.stage_root = str(out / "stages")
     datasets, num_classes, names = cache_datasets(exp)
     run_recipe(exp, datasets, num_classes, class_names=names)
-    _step3_without_connections(exp, datasets, num_classes, names)
+    _without_step3_connections(exp, datasets, num_classes, names)
     run_robustness(exp.out_dir, seed=seed)  # under torchrun every rank evaluates its shard; rank 0 writes
     return names
 
 
-def _step3_without_connections(exp, datasets, num_classes: int, names) -> None:
+def _without_step3_connections(exp, datasets, num_classes: int, names) -> None:
     """Table 2 row 14 beside row 13: step 3 again without the depth -> hall connections (the released code's
-    choice), from the same step-2 teacher, added to the seed's results so the report shows both rows and both
-    L_hall curves (the paper's Fig. 4 comparison)."""
+    choice), from the same step-2 teacher, and step 4 from it (rows 14-init and 15-nc), added to the seed's
+    results so the report shows both branches and both L_hall curves (the paper's Fig. 4 comparison)."""
     from modistill.pipeline.runner import add_result, run_recipe
     from modistill.recipes.ablation import variant_config
 
-    v = VARIANTS["step3_no_connections"]
+    v = VARIANTS["step4_from_no_connections"]
     vexp = variant_config(exp, v)
     vexp.out_dir = str(Path(exp.out_dir) / "variants" / v.name)
-    run = run_recipe(vexp, datasets, num_classes, only=["step3"], class_names=names)["step3"]
-    add_result(Path(exp.out_dir), v.name, run)
+    runs = run_recipe(vexp, datasets, num_classes, only=["step3", "step4"], class_names=names)
+    add_result(Path(exp.out_dir), "step3_no_connections", runs["step3"])
+    add_result(Path(exp.out_dir), "step4_from_no_connections", runs["step4"])

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
                 f"inputs {list(st.inputs)}, loss {d['loss']['kind']}, "
                 f"init {[(s.name, s.init) for s in st.streams]}, "
                 f"connections {[(c.source, c.target, list(c.stages)) for c in st.connections]}"
+                + (f", stand-ins {[(sd.target, sd.mode) for sd in st.standins]}" if st.standins else "")
             )
         return 0
     datasets, num_classes, names = cache_datasets(exp, stages=args.stage)

@@ -6,9 +6,10 @@ Garcia et al. 2018 eqs. 3, 5-6, 7 live in ``losses``; the motion-distillation re
 
 from .losses import cross_entropy_loss, generalized_distillation_loss, hallucination_loss, total_loss
 from .motion import gram_matrix, mars_loss, relation_loss, temporal_relation
-from .terms import LossKind, LossSpec, compute_loss, released_step3_spec
+from .terms import HALL_WEIGHT, LossKind, LossSpec, compute_loss, released_step3_spec
 
 __all__ = [
+    "HALL_WEIGHT",
     "LossKind",
     "LossSpec",
     "compute_loss",

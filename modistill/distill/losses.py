@@ -18,13 +18,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "REDUCTIONS",
     "cross_entropy_loss",
     "generalized_distillation_loss",
     "hallucination_loss",
     "total_loss",
 ]
 
-Reduction = Literal["mean", "sum"]
+Reduction = Literal["sample", "frame", "mean", "sum"]
+REDUCTIONS: tuple[str, ...] = ("sample", "frame", "mean", "sum")
 
 
 def _check_unit_interval(name: str, value: float) -> None:
@@ -68,27 +70,31 @@ def hallucination_loss(
     teacher_feats: Mapping[str, Tensor],
     student_feats: Mapping[str, Tensor],
     layers: Mapping[str, float],
-    reduction: Reduction = "mean",
+    reduction: Reduction = "sample",
+    frames: int = 1,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Hallucination loss, Garcia et al. 2018 eq. 3 (from Hoffman et al. CVPR 2016; REF §2).
 
     ``sum_l w_l * reduce((sigmoid(A_teacher_l) - sigmoid(A_student_l)) ** 2)`` over the named layers.
 
     Args:
-        teacher_feats: layer name -> activations of the teacher (depth) stream, any shape, typically
-            ``(B*T, C, h, w)``; detached here.
+        teacher_feats: layer name -> activations of the teacher (depth) stream, ``(B*T, C, h, w)`` (or
+            ``(B*T, C)`` for ``"pooled"``): frames of a video are consecutive; detached here.
         student_feats: layer name -> activations of the student (hallucination) stream, same shapes.
         layers: layer name -> weight ``lambda_l`` (eq. 3). Must not be empty.
-        reduction: ``"mean"`` (default, scale-free: mean over batch, frames, channels and positions) or
-            ``"sum"`` (the authors' released code: sum over all of them). The released code additionally used
-            only the last stage with an extra factor 0.01; reproduce it with
-            ``layers={"layer4": 0.01}, reduction="sum"``.
+        reduction: ``"sample"`` (default, the paper's ||.||^2 per sample: a sum over the video's feature maps,
+            T frames x C x h x w, then the mean over the B videos, as eq. 4 averages over examples),
+            ``"frame"`` (the sum over one frame's map, mean over the B*T frames), ``"mean"`` (mean over every
+            element: below 0.25, which at alpha = 0.5 leaves eq. 3 almost no gradient, REF §2) or ``"sum"``
+            (the released code: sum over batch, frames, channels and positions; with ``layers={"layer4":
+            0.01}`` it is that code exactly).
+        frames: T, the frames per video in the first dimension (``"sample"`` only); it must divide it.
 
     Returns:
         ``(total, {"hall/<layer>": weighted term, ..., "hall/total": total})``.
     """
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"hallucination_loss: reduction must be 'mean' or 'sum', got {reduction!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"hallucination_loss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if not layers:
         raise ValueError(
             "hallucination_loss: `layers` is empty; name at least one layer, e.g. {'layer4': 1.0}"
@@ -111,12 +117,26 @@ def hallucination_loss(
                 f"student shape {tuple(a_s.shape)}"
             )
         sq = (torch.sigmoid(a_t) - torch.sigmoid(a_s)).pow(2)
-        term = float(weight) * (sq.mean() if reduction == "mean" else sq.sum())
+        term = float(weight) * _reduce(sq, reduction, frames, name)
         parts[f"hall/{name}"] = term
         total = term if total is None else total + term
     assert total is not None
     parts["hall/total"] = total
     return total, parts
+
+
+def _reduce(sq: Tensor, reduction: str, frames: int, layer: str) -> Tensor:
+    """Squared differences ``(B*T, ...)`` -> a scalar under ``reduction`` (see ``hallucination_loss``)."""
+    if reduction == "mean":
+        return sq.mean()
+    if reduction == "sum":
+        return sq.sum()
+    n = sq.shape[0]
+    if reduction == "frame":
+        return sq.sum() / n
+    if frames < 1 or n % frames:
+        raise ValueError(f"hallucination_loss: layer {layer!r}: {n} frames are not videos of {frames} frames")
+    return sq.sum() / (n // frames)
 
 
 def generalized_distillation_loss(

@@ -15,13 +15,23 @@ from typing import Any, Literal, get_args
 
 from torch import Tensor
 
-from .losses import cross_entropy_loss, generalized_distillation_loss, hallucination_loss, total_loss
+from .losses import (
+    REDUCTIONS,
+    cross_entropy_loss,
+    generalized_distillation_loss,
+    hallucination_loss,
+    total_loss,
+)
 from .motion import mars_loss, relation_loss
 
-__all__ = ["LossKind", "LossSpec", "compute_loss", "released_step3_spec"]
+__all__ = ["HALL_WEIGHT", "LossKind", "LossSpec", "compute_loss", "released_step3_spec"]
 
 LossKind = Literal["ce", "hall", "gd", "eq7", "hoffman", "relation", "mars", "relation_mars"]
 DistillKind = Literal["hall", "gd", "eq7"]
+
+# Default weight lambda_l of eq. 3 on the last stage with the per-sample squared norm ("sample"), chosen on the
+# demo's validation split as the paper chose alpha (docs/losses.md, "Choosing the weight").
+HALL_WEIGHT = 0.1
 
 
 @dataclass
@@ -55,8 +65,8 @@ class LossSpec:
     T: float = 10.0
     student_temperature: bool = False
     t_squared: bool = False
-    hall_layers: dict[str, float] = field(default_factory=lambda: {"layer4": 1.0})
-    hall_reduction: Literal["mean", "sum"] = "mean"
+    hall_layers: dict[str, float] = field(default_factory=lambda: {"layer4": HALL_WEIGHT})
+    hall_reduction: Literal["sample", "frame", "mean", "sum"] = "sample"
     hoffman_ce: tuple[str, ...] = ("rgb", "depth")
     hoffman_distill: DistillKind = "eq7"
     relation_layers: dict[str, float] = field(default_factory=lambda: {"layer4": 1.0})
@@ -71,8 +81,8 @@ class LossSpec:
             raise ValueError(f"kind must be one of {list(get_args(LossKind))}, got {self.kind!r}")
         if self.hoffman_distill not in get_args(DistillKind):
             raise ValueError(f"hoffman_distill must be one of {list(get_args(DistillKind))}")
-        if self.hall_reduction not in ("mean", "sum"):
-            raise ValueError(f"hall_reduction must be 'mean' or 'sum', got {self.hall_reduction!r}")
+        if self.hall_reduction not in REDUCTIONS:
+            raise ValueError(f"hall_reduction must be one of {REDUCTIONS}, got {self.hall_reduction!r}")
         for name in ("alpha", "lam"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -99,6 +109,11 @@ class LossSpec:
         if self.kind in ("hall", "gd", "eq7"):
             return self.kind
         return self.hoffman_distill if self.kind == "hoffman" else None
+
+    @property
+    def uses_eq3(self) -> bool:
+        """Whether this loss computes eq. 3 (reads ``hall_layers`` / ``hall_reduction``)."""
+        return self._distill_kind in ("hall", "eq7")
 
     @property
     def uses_teacher(self) -> bool:
@@ -163,7 +178,8 @@ def _distill(kind: str, spec: LossSpec, out: Any, labels: Tensor) -> tuple[Tenso
     s, t = _stream(out, spec.student, spec), _stream(out, spec.teacher, spec)
     parts: dict[str, Tensor] = {}
     if kind in ("hall", "eq7"):
-        l_hall, p = hallucination_loss(t.features, s.features, spec.hall_layers, spec.hall_reduction)
+        l_hall, p = hallucination_loss(t.features, s.features, spec.hall_layers, spec.hall_reduction,
+                                       frames=_frames(out, spec.student, spec))
         parts.update(p)
         if kind == "hall":
             return l_hall, parts

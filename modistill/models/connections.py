@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .errors import ModelConfigError
 
-__all__ = ["Connection", "VARIANTS", "eq2_paper", "eq2_released", "connection_branch"]
+__all__ = ["Connection", "StandIn", "VARIANTS", "eq2_paper", "eq2_released", "connection_branch"]
 
 
 def eq2_paper(a: Tensor, m: Tensor) -> Tensor:
@@ -99,3 +99,29 @@ class Connection:
                 f"connection {self.source}->{self.target}: variant must be one of {VARIANTS}, "
                 f"got {self.variant!r}"
             )
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """What ``target`` receives at ``stages`` in place of a connection whose source stream is absent.
+
+    Garcia et al. 2018 step 4 (REF §3): the hallucination stream was trained in step 3 with the depth stream
+    injected through eq. 2, and in step 4 that source is gone. A stand-in replaces the source's post-ReLU
+    unit-1 output ``m`` by a per-channel vector ``(C,)`` broadcast over frames and positions, used in the form
+    ``variant`` of eq. 2 only when no connection into ``(target, stage)`` is active. Its values live in the
+    network (``MultiStreamNet.standin_values``): a buffer (fixed; zeros until set) or, when ``learnable``, a
+    parameter trained with the rest.
+    """
+
+    target: str
+    stages: tuple[int, ...] = (1, 2, 3, 4)
+    variant: Literal["paper", "released"] = "paper"
+    learnable: bool = False
+
+    def __post_init__(self) -> None:
+        stages = tuple(int(s) for s in self.stages)
+        object.__setattr__(self, "stages", stages)
+        if not stages or any(s not in (1, 2, 3, 4) for s in stages) or len(set(stages)) != len(stages):
+            raise ModelConfigError(f"stand-in for {self.target!r}: stages must be distinct values in 1..4")
+        if self.variant not in VARIANTS:
+            raise ModelConfigError(f"stand-in for {self.target!r}: variant must be one of {VARIANTS}")

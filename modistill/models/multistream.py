@@ -40,14 +40,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .connections import VARIANTS, Connection, connection_branch
+from .connections import VARIANTS, Connection, StandIn, connection_branch
 from .errors import ModelConfigError, ModelInputError, UnknownNameError
 from .fusion_registry import create_fusion
 from .registry import register_model
 from .resnet import STAGE_NAMES
 from .stream import StreamOutput, VideoStream
 
-__all__ = ["StreamSpec", "Connection", "MultiStreamNet", "MultiStreamOutput", "VARIANTS"]
+__all__ = ["StreamSpec", "Connection", "StandIn", "MultiStreamNet", "MultiStreamOutput", "VARIANTS"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,8 @@ class MultiStreamNet(nn.Module):
         fuse: the streams whose predictions are fused (default: all, in order).
         fusion_options: extra keyword arguments for ``create_fusion``.
         channels_last: passed to every :class:`VideoStream`.
+        standins: what a stream receives where a connection's source is absent (:class:`StandIn`); the
+            values are ``standin_values.<target>_<stage>`` ``(C,)`` (zeros until the caller sets them).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class MultiStreamNet(nn.Module):
         fuse: Sequence[str] | None = None,
         fusion_options: Mapping[str, Any] | None = None,
         channels_last: bool = True,
+        standins: Iterable[StandIn] = (),
     ) -> None:
         super().__init__()
         if not streams:
@@ -130,6 +133,21 @@ class MultiStreamNet(nn.Module):
             )
         self.fusion = self._build_fusion(fusion, fusion_options)
         self._frozen: set[str] = set()
+        self.standin_values = nn.Module()
+        self._standins: dict[tuple[str, int], StandIn] = {}
+        for sd in standins:
+            if sd.target not in self.specs:
+                raise ModelConfigError(f"stand-in: unknown stream {sd.target!r}; streams: {list(self.specs)}")
+            chans = self.streams[sd.target].backbone.stage_channels()
+            for st in sd.stages:
+                if (sd.target, st) in self._standins:
+                    raise ModelConfigError(f"two stand-ins for stream {sd.target!r} at stage {st}")
+                self._standins[(sd.target, st)] = sd
+                zeros = torch.zeros(chans[st - 1])
+                if sd.learnable:
+                    self.standin_values.register_parameter(f"{sd.target}_{st}", nn.Parameter(zeros))
+                else:
+                    self.standin_values.register_buffer(f"{sd.target}_{st}", zeros)
 
     def _index_connections(self, connections: list[Connection]) -> dict[tuple[str, int], Connection]:
         """Check each connection; map (target, stage) -> its one incoming connection."""
@@ -301,6 +319,9 @@ class MultiStreamNet(nn.Module):
                         f"{tuple(m.shape)} vs {tuple(a.shape)} (inputs must have equal size)"
                     )
                 branch = connection_branch(c.variant, a, m, relu_a=post[n])
+            elif (n, stage) in self._standins:  # the source is absent: its stand-in (StandIn)
+                m = getattr(self.standin_values, f"{n}_{stage}").view(1, -1, 1, 1).to(pre[n].dtype)
+                branch = connection_branch(self._standins[(n, stage)].variant, pre[n], m, relu_a=post[n])
             out[n] = self._stream(n).rest(stage, post[n], frames[n], branch)
         return out
 

@@ -111,4 +111,8 @@ class RobustnessFile(VersionedFile):
     void: float | None
     seed: int = 0
     rgb_final: float | None = None
+    # How the levels were read (pipeline/robustness.py); files written before these fields read as the
+    # former behaviour, v as a variance and unclipped.
+    reading: str = "variance"
+    clip: bool = False
     unknown_fields: dict[str, Any] = field(default_factory=dict)

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +31,15 @@ from modistill.engine.config import TrainConfig
 from modistill.engine.evaluate import eval_kwargs, evaluate
 from modistill.engine.seeding import derive_seed
 from modistill.engine.trainer import train_stage
-from modistill.models.multistream import MultiStreamNet, StreamSpec
+from modistill.engine.utils import resolve_device
+from modistill.models.multistream import MultiStreamNet, StandIn, StreamSpec
 from modistill.models.pretrained import load_pretrained
 from modistill.recipes.experiment import ExperimentConfig, build_recipe
 from modistill.recipes.stages import PRETRAINED, Evaluation, Stage, stage_identity, stage_to_dict
 
 from .files import RecipeFile, RunDatasetFile, RunResultsFile, StageResultFile, StageSpecFile
+from .handover import init_from_stages as _init_from_stages
+from .handover import set_standins
 
 __all__ = [
     "PlannedStage",
@@ -114,28 +118,27 @@ def stage_dir(exp: ExperimentConfig, stage: Stage, key: str) -> Path:
     return root / f"{stage.name}-{key}"
 
 
+def stream_spec(exp: ExperimentConfig, modality: str, in_channels: dict[str, int] | None = None) -> StreamSpec:
+    """The architecture of a stream reading ``modality`` under ``exp.model``."""
+    chans = {**_MODALITY_CHANNELS, **exp.recipe.input_channels(), **(in_channels or {})}
+    return StreamSpec(backbone=exp.model.backbone, modality=modality, width=exp.model.width,
+                      in_channels=chans.get(modality, 3), temporal=exp.model.temporal)
+
+
 def build_network(
     exp: ExperimentConfig, stage: Stage, num_classes: int, in_channels: dict[str, int] | None = None
 ) -> MultiStreamNet:
     """The stage's :class:`MultiStreamNet` with fresh (or ImageNet, for ``pretrained`` inits) weights."""
-    chans = {**_MODALITY_CHANNELS, **exp.recipe.input_channels(), **(in_channels or {})}
-    specs = {}
-    for s in stage.streams:
-        specs[s.name] = StreamSpec(
-            backbone=exp.model.backbone,
-            modality=s.modality,
-            width=exp.model.width,
-            in_channels=chans.get(s.modality, 3),
-            temporal=exp.model.temporal,
-        )
     net = MultiStreamNet(
-        specs,
+        {s.name: stream_spec(exp, s.modality, in_channels) for s in stage.streams},
         num_classes=num_classes,
         connections=stage.connections,
         fuse=stage.fuse,
         fusion=stage.fusion,
         fusion_options=dict(stage.fusion_options) or None,
         channels_last=exp.model.channels_last,
+        standins=[StandIn(sd.target, sd.stages, sd.variant, sd.mode == "learned")  # type: ignore[arg-type]
+                  for sd in stage.standins],
     )
     for s in stage.streams:
         if s.init == PRETRAINED and exp.model.pretrained:
@@ -150,44 +153,18 @@ def init_seed(seed: int, stage_name: str) -> int:
     return derive_seed(seed, int(hashlib.sha256(stage_name.encode()).hexdigest()[:8], 16))
 
 
-def _init_from_stages(net: MultiStreamNet, stage: Stage, dirs: dict[str, Path]) -> None:
-    """Copy each stream's weights from the best checkpoint of the stage it names (stage hand-over)."""
-    cache: dict[str, dict[str, Tensor]] = {}
-    for s in stage.streams:
-        src = s.source
-        if src is None:
-            continue
-        src_stage, src_stream = src
-        path = dirs[src_stage] / "checkpoints" / "best.safetensors"
-        if src_stage not in cache:
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"stage {stage.name!r}: {path} not found (stage {src_stage!r} has not finished)"
-                )
-            cache[src_stage] = load_file(str(path))
-        prefix = f"streams.{src_stream}."
-        sd = {k[len(prefix) :]: v for k, v in cache[src_stage].items() if k.startswith(prefix)}
-        if not sd:
-            raise KeyError(f"{path}: no weights for stream {src_stream!r} (needed by {stage.name}/{s.name})")
-        try:
-            net.streams[s.name].load_state_dict(sd, strict=True)
-        except RuntimeError as exc:
-            raise RuntimeError(
-                f"stage {stage.name!r}: cannot load {path} stream {src_stream!r} into stream "
-                f"{s.name!r}: {exc}"
-            ) from exc
-
-
 def predictor(
     ev: Evaluation, transform: Callable[[dict], dict] | None = None
 ) -> Callable[[nn.Module, dict], Tensor]:
-    """``predict_fn`` running ``ev.streams`` on ``ev.inputs`` only (optionally perturbing the batch first)."""
+    """``predict_fn`` running ``ev.streams`` on ``ev.inputs`` only (optionally perturbing the batch first); the
+    prediction is their fusion, or the video logits of ``ev.output`` computed in that joint graph."""
 
     def predict(model: nn.Module, batch: dict) -> Tensor:
         inputs = {k: batch[k] for k in ev.inputs}
         if transform is not None:
             inputs = transform(inputs)
-        return model(inputs, streams=ev.streams).logits
+        out = model(inputs, streams=ev.streams)
+        return out.logits if ev.output is None else out.streams[ev.output].video_logits
 
     return predict
 
@@ -212,10 +189,11 @@ def load_stage_model(exp: ExperimentConfig, run: StageRun, num_classes: int) -> 
 def _eval_dict(
     net: nn.Module, ev: Evaluation, data: Dataset, exp: ExperimentConfig, tcfg: TrainConfig, num_classes: int
 ) -> dict[str, Any]:
-    res = evaluate(net, predictor(ev), data, **eval_kwargs(tcfg, clips_per_video=exp.data.clips_per_video,
-                                                           num_classes=num_classes, progress=False))
-    d = res.to_dict()
-    d.update(evaluation=ev.name, streams=list(ev.streams), inputs=list(ev.inputs), paper_row=ev.paper_row)
+    kw = eval_kwargs(tcfg, clips_per_video=exp.data.clips_per_video, num_classes=num_classes, progress=False)
+    net.to(resolve_device(tcfg.device, int(os.environ.get("LOCAL_RANK", 0))))  # before training it may be elsewhere
+    d = evaluate(net, predictor(ev), data, **kw).to_dict()
+    d.update(evaluation=ev.name, streams=list(ev.streams), inputs=list(ev.inputs), paper_row=ev.paper_row,
+             output=ev.output, weights=ev.weights)
     return d
 
 
@@ -268,6 +246,21 @@ def run_stage(
     _init_from_stages(net, stage, dirs)
     for name in stage.frozen:
         net.freeze(name)
+    info: dict[str, Any] = {}
+    if stage.standins:
+        info["standins"] = set_standins(
+            net, stage, dirs, lambda m: stream_spec(exp, m), datasets, num_classes,
+            batch_size=eval_kwargs(tcfg)["batch_size"], device=tcfg.device)
+    test_sets: dict[tuple[str, ...], Dataset] = {}
+
+    def test_set(inputs: tuple[str, ...]) -> Dataset:
+        if inputs not in test_sets:
+            test_sets[inputs] = datasets("test", inputs, False)
+        return test_sets[inputs]
+
+    # Evaluations of the handed-over weights (e.g. the step-4 model before fine-tuning), before any training.
+    init_evals = {ev.name: _eval_dict(net, ev, test_set(ev.inputs), exp, tcfg, num_classes)
+                  for ev in stage.extra if ev.weights == "init"}
     train_set = datasets("train", stage.inputs, True)
     val_set = datasets("val", stage.inputs, False)
     cfg_dict = {"experiment": to_dict(exp), "stage": stage_to_dict(stage), "key": key}
@@ -295,13 +288,6 @@ def run_stage(
             out / "checkpoints" / "best", net, None, {"kind": "best", "stage": stage.name, "epoch": 0}
         )
     D.barrier()
-    test_sets: dict[tuple[str, ...], Dataset] = {}
-
-    def test_set(inputs: tuple[str, ...]) -> Dataset:
-        if inputs not in test_sets:
-            test_sets[inputs] = datasets("test", inputs, False)
-        return test_sets[inputs]
-
     result = StageResultFile(**{
         "stage": stage.name,
         "title": stage.title,
@@ -313,8 +299,10 @@ def run_stage(
         "history": sr.history,
         "test": _eval_dict(net, stage.evaluate, test_set(stage.evaluate.inputs), exp, tcfg, num_classes),
         "extra": {
-            ev.name: _eval_dict(net, ev, test_set(ev.inputs), exp, tcfg, num_classes) for ev in stage.extra
+            ev.name: init_evals[ev.name] if ev.weights == "init"
+            else _eval_dict(net, ev, test_set(ev.inputs), exp, tcfg, num_classes) for ev in stage.extra
         },
+        "info": info,
     })
     if D.is_main():
         result.write(result_file)

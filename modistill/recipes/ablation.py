@@ -17,9 +17,15 @@ from typing import Any
 
 from modistill.core.config import apply_overrides
 
+from .depth import RELEASED_PRESET
 from .experiment import ExperimentConfig
 
-__all__ = ["Variant", "VARIANTS", "SETS", "motion_references", "resolve_variants", "variant_config", "variant_rows"]
+__all__ = ["Variant", "VARIANTS", "SETS", "HALL_WEIGHTS", "motion_references", "resolve_variants",
+           "variant_config", "variant_rows"]
+
+
+# The weights of eq. 3 (per-sample squared norm) swept on validation (variants hall_w<weight>, set eq3_scale).
+HALL_WEIGHTS: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -33,29 +39,53 @@ class Variant:
 
 _TO3 = ("step1_rgb", "step1_depth", "step2", "step3")
 _TO2 = ("step1_rgb", "step1_depth", "step2")
+_S3 = ("13", "13-strict")  # step 3 with connections: hall with depth injected, and alone on RGB
+_S4 = ("13-init", "15")  # the step-4 model before and after fine-tuning
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
-    Variant("paper", "the four steps with the paper's defaults", (), None, ("1", "2", "6", "7", "8", "13", "15")),
+    Variant("paper", "the four steps with the paper's defaults", (), None,
+            ("1", "2", "6", "7", "6-alone", "7-alone", "8", *_S3, *_S4)),
     Variant("step2_no_connections", "step 2 without cross-stream connections", ("recipe.connections=false",),
             _TO2, ("9",)),
     Variant("step3_eq3_no_connections", "step 3 with eq. 3 only, no connections",
             ("recipe.step3_loss=hall", "recipe.step3_connections=false"), _TO3, ("10",)),
-    Variant("step3_eq3", "step 3 with eq. 3 only", ("recipe.step3_loss=hall",), _TO3, ("11",)),
-    Variant("step3_gd", "step 3 with eq. 5-6 only (Table 2's 'eq. 4')", ("recipe.step3_loss=gd",), _TO3, ("12",)),
-    Variant("step3_no_connections", "step 3 with eq. 7, no connections (the released code)",
+    Variant("step3_eq3", "step 3 with eq. 3 only", ("recipe.step3_loss=hall",), _TO3, ("11", "11-strict")),
+    Variant("step3_gd", "step 3 with eq. 5-6 only (Table 2's 'eq. 4')", ("recipe.step3_loss=gd",), _TO3,
+            ("12", "12-strict")),
+    Variant("step3_no_connections", "step 3 with eq. 7, no connections (as the released code)",
             ("recipe.step3_connections=false",), _TO3, ("14",)),
-    Variant("hoffman_eq3", "Hoffman et al. one-step baseline, eq. 3",
+    Variant("step4_from_no_connections", "step 3 without connections, then step 4 from it",
+            ("recipe.step3_connections=false",), None, ("14", "14-init", "15-nc")),
+    Variant("hoffman_eq3", "Hoffman et al. one-step baseline, eq. 3 (+ CE on the hall classifier)",
             ("recipe.name=hoffman", "recipe.hoffman_loss=hall"), None, ("3",)),
     Variant("hoffman_gd", "Hoffman et al. one-step baseline, eq. 5",
             ("recipe.name=hoffman", "recipe.hoffman_loss=gd"), None, ("4",)),
     Variant("hoffman_eq7", "Hoffman et al. one-step baseline, eq. 7",
             ("recipe.name=hoffman", "recipe.hoffman_loss=eq7"), None, ("5",)),
     Variant("inverted", "inverted connections RGB -> depth (supplement Table 1)",
-            ("recipe.direction=rgb_to_depth",), None, ("8", "13", "15")),
-    Variant("released", "released-code variants: relu(a) + a*relu(m) connections, eq. 3 sum x0.01 on layer4, "
-            "student temperature", ("recipe.variant=released", "recipe.hall_reduction=sum",
-                                    "recipe.hall_layers={layer4: 0.01}", "recipe.student_temperature=true"),
-            None, ("8", "13", "15")),
+            ("recipe.direction=rgb_to_depth",), None, ("6a", "7a", "8a", "13a", "13a-strict", "13a-init", "15a")),
+    Variant("released", "the released code exactly (RELEASED_PRESET): additive connections in step 2, step 3 "
+            "without connections, eq. 3 sum x0.01 on layer4, student temperature, step 4 late fusion",
+            RELEASED_PRESET, None, ("6", "7", "8", "14", "14-init", "15-nc")),
+    Variant("step3_select_strict", "step 3 selected on the hall stream alone on RGB (the former reading)",
+            ("recipe.step3_select=strict",), None, (*_S3, *_S4)),
+    # What the hall stream receives in step 4 for its step-3 depth connections (docs/recipes.md).
+    *[Variant(f"step4_hall_{m}", f"step 4: the hall stream's missing depth source -> {m}",
+              (f"recipe.step4_hall_source={m}",), None, _S4) for m in ("drop", "zero", "learned")],
+    # The same comparison in the released code's additive form relu(a) + a*relu(m), whose relu(a) path survives.
+    Variant("additive", "eq. 2 in the released additive form, otherwise the paper", ("recipe.variant=released",),
+            None, ("8", *_S3, *_S4)),
+    Variant("additive_hall_drop", "additive form, step 4 with the hall stream's depth source dropped",
+            ("recipe.variant=released", "recipe.step4_hall_source=drop"), None, _S4),
+    Variant("additive_no_connections", "additive form, step 3 without connections, then step 4",
+            ("recipe.variant=released", "recipe.step3_connections=false"), None, ("14", "14-init", "15-nc")),
+    # The scale of eq. 3 (docs/losses.md): the weight of the per-sample squared norm, chosen on validation.
+    *[Variant(f"hall_w{w:g}", f"eq. 3 per-sample squared norm, weight {w:g}", (f"recipe.hall_layers={{layer4: {w}}}",),
+              None, (*_S3, *_S4)) for w in HALL_WEIGHTS],
+    Variant("hall_mean", "eq. 3 as a mean over every element, weight 1 (the former default)",
+            ("recipe.hall_reduction=mean", "recipe.hall_layers={layer4: 1.0}"), None, (*_S3, *_S4)),
+    Variant("hall_released_sum", "eq. 3 as the released code: sum over everything, weight 0.01",
+            ("recipe.hall_reduction=sum", "recipe.hall_layers={layer4: 0.01}"), None, (*_S3, *_S4)),
 ]}
 _DEPTH_VARIANTS = tuple(VARIANTS)
 
@@ -78,10 +108,15 @@ VARIANTS.update({v.name: v for v in [
 ]})
 
 SETS: dict[str, tuple[str, ...]] = {
+    # Every row of the paper's Table 2 and of supplement Table 1 (the documented full study).
     "table2": ("paper", "hoffman_eq3", "hoffman_gd", "hoffman_eq7", "step2_no_connections",
-               "step3_eq3_no_connections", "step3_eq3", "step3_gd", "step3_no_connections"),
-    "connections": ("paper", "step2_no_connections", "step3_no_connections", "inverted"),
+               "step3_eq3_no_connections", "step3_eq3", "step3_gd", "step4_from_no_connections", "inverted"),
+    "connections": ("paper", "step2_no_connections", "step4_from_no_connections", "inverted"),
     "losses": ("paper", "step3_eq3", "step3_gd"),
+    # Step 4 reached from step 3 with and without connections, in both forms of eq. 2 (docs/recipes.md).
+    "step4_sources": ("paper", "step3_select_strict", "step4_hall_drop", "step4_hall_zero", "step4_hall_learned",
+                      "step4_from_no_connections", "additive", "additive_hall_drop", "additive_no_connections"),
+    "eq3_scale": (*[f"hall_w{w:g}" for w in HALL_WEIGHTS], "hall_mean", "hall_released_sum"),
     "all": _DEPTH_VARIANTS,
     "motion": ("motion_relation", "motion_none", "motion_mars", "motion_both", "motion_mean"),
     # What `modistill demo --method motion` trains (docs/motion.md): the baselines, MARS, relation, the

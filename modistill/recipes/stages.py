@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from modistill.distill.terms import LossSpec
 from modistill.models.multistream import Connection
 
-__all__ = ["StreamPlan", "Evaluation", "Stage", "stage_to_dict", "validate_recipe"]
+__all__ = ["StreamPlan", "Evaluation", "StandInPlan", "Stage", "stage_to_dict", "validate_recipe"]
 
 SCRATCH = "scratch"
 PRETRAINED = "pretrained"
@@ -55,13 +55,44 @@ class Evaluation:
     """A way to evaluate a stage's model: run ``streams`` with only ``inputs`` given.
 
     The prediction is the network's fused logits over the run streams (late fusion, REF §1), or the single
-    stream's video logits when one stream runs. ``noise`` names the input that a robustness study perturbs.
+    stream's video logits when one stream runs, or, with ``output``, the video logits of that one stream while
+    all of ``streams`` run in one graph (its connections active: e.g. the step-2 RGB stream inside the teacher,
+    Table 2 row 7, or the step-3 hallucination stream with the frozen depth stream injecting depth).
+    ``weights``: ``"best"`` (the selected epoch; every main evaluation) or ``"init"`` (the stage's handed-over
+    weights before any training, e.g. the step-4 model before fine-tuning; extra evaluations only).
     """
 
     name: str
     streams: tuple[str, ...]
     inputs: tuple[str, ...]
     paper_row: str = ""
+    output: str | None = None
+    weights: Literal["best", "init"] = "best"
+
+
+@dataclass(frozen=True)
+class StandInPlan:
+    """What ``target`` receives in place of a connection whose source stream this stage lacks (REF §3 step 4:
+    the hallucination stream was trained with depth injected and depth is gone), applied at ``stages`` in the
+    eq. 2 form ``variant``:
+
+    mode: ``"zero"`` (m = 0), ``"mean"`` (m = the per-channel mean of the absent source's post-ReLU unit-1
+        output over the training split, fixed) or ``"learned"`` (initialised as ``"mean"``, then trained).
+    source_init: ``"<stage>/<stream>"``: the absent source's weights (read for ``mean`` / ``learned``).
+    source_modality: the input that source reads (loaded from the training split to compute the mean).
+    """
+
+    target: str
+    stages: tuple[int, ...]
+    variant: str
+    mode: Literal["zero", "mean", "learned"]
+    source_init: str
+    source_modality: str
+
+    @property
+    def source(self) -> tuple[str, str]:
+        stage, _, stream = self.source_init.partition("/")
+        return stage, stream
 
 
 @dataclass(frozen=True)
@@ -91,6 +122,7 @@ class Stage:
     fusion: str = "mean"
     fusion_options: tuple[tuple[str, Any], ...] = ()
     paper_row: str = ""
+    standins: tuple[StandInPlan, ...] = ()
 
     def stream(self, name: str) -> StreamPlan:
         for s in self.streams:
@@ -110,8 +142,10 @@ class Stage:
 
     @property
     def depends_on(self) -> tuple[str, ...]:
-        """Earlier stages this stage takes weights from."""
-        return tuple(dict.fromkeys(s.source[0] for s in self.streams if s.source))
+        """Earlier stages this stage takes weights from (stand-in statistics included)."""
+        srcs = [s.source[0] for s in self.streams if s.source]
+        srcs += [sd.source[0] for sd in self.standins if sd.mode != "zero"]
+        return tuple(dict.fromkeys(srcs))
 
 
 def stage_to_dict(stage: Stage) -> dict[str, Any]:
@@ -133,12 +167,20 @@ def stage_to_dict(stage: Stage) -> dict[str, Any]:
 # from the best weights after training) do not change the trained weights, so they stay out of stage keys and
 # relabelling a row never retrains a stage.
 _LABELS = ("title", "paper_row", "extra")
+# Loss fields that a stage's loss does not read are hashed at fixed values (those of the first release), so a
+# change of an unrelated default (eq. 3's reduction and weight) never re-keys a stage that does not use eq. 3.
+_UNREAD_EQ3 = {"hall_layers": {"layer4": 1.0}, "hall_reduction": "mean"}
 
 
 def stage_identity(stage: Stage) -> dict[str, Any]:
     """The part of ``stage_to_dict(stage)`` that determines its trained weights (hashed into stage keys)."""
     d = {k: v for k, v in stage_to_dict(stage).items() if k not in _LABELS}
-    d["evaluate"] = {k: d["evaluate"][k] for k in ("streams", "inputs")}  # selects the best epoch
+    ev = d["evaluate"]  # selects the best epoch
+    d["evaluate"] = {k: ev[k] for k in ("streams", "inputs")} | ({"output": ev["output"]} if ev["output"] else {})
+    if not d["standins"]:
+        del d["standins"]  # stages without stand-ins keep the keys they had before stand-ins existed
+    if not stage.loss.uses_eq3:
+        d["loss"] = d["loss"] | _UNREAD_EQ3
     return d
 
 
@@ -168,16 +210,21 @@ def validate_recipe(stages: list[Stage]) -> None:
             raise ValueError(
                 f"{where}: streams read {sorted(missing)}, which are not among inputs {st.inputs}"
             )
+        if st.evaluate.weights != "best":
+            raise ValueError(f"{where}: the main evaluation selects the best epoch; weights must be 'best'")
         for ev in (st.evaluate, *st.extra):
             unknown = set(ev.streams) - set(names)
             if unknown:
                 raise ValueError(f"{where}: evaluation {ev.name!r} names unknown streams {sorted(unknown)}")
+            if ev.output is not None and ev.output not in ev.streams:
+                raise ValueError(f"{where}: evaluation {ev.name!r} outputs {ev.output!r}, not among its streams")
             need = {st.stream(n).modality for n in ev.streams} - set(ev.inputs)
             if need:
                 raise ValueError(
                     f"{where}: evaluation {ev.name!r} runs streams that read {sorted(need)}, "
                     f"not in its inputs {ev.inputs}"
                 )
+        _validate_standins(st, names, seen)
         reached = st.loss.streams_needed()
         if st.loss.uses_teacher:
             # Every distillation term detaches its teacher (distill/terms.py): reading it trains nothing, only
@@ -200,6 +247,22 @@ def validate_recipe(stages: list[Stage]) -> None:
                 "freeze them or change the loss"
             )
         seen[st.name] = st
+
+
+def _validate_standins(st: Stage, names: list[str], seen: dict[str, Stage]) -> None:
+    """A stand-in replaces a connection the stage does not have, into a stream it has, from an earlier stage."""
+    where = f"stage {st.name!r}"
+    for sd in st.standins:
+        if sd.target not in names:
+            raise ValueError(f"{where}: stand-in for unknown stream {sd.target!r}")
+        taken = {s for c in st.connections if c.target == sd.target for s in c.stages}
+        if taken & set(sd.stages):
+            raise ValueError(f"{where}: stream {sd.target!r} already receives a connection at {sorted(taken)}")
+        if sd.mode != "zero":
+            src_stage, src_stream = sd.source
+            if src_stage not in seen:
+                raise ValueError(f"{where}: stand-in statistics from {sd.source_init!r}, which is not earlier")
+            seen[src_stage].stream(src_stream)
 
 
 def _fed_by_connection(st: Stage, name: str, reached: set[str]) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from modistill.core.atomic import write_text_atomic
-from modistill.core.paper import TABLE2, paper_column
+from modistill.core.paper import paper_column, row_info, row_order
 from modistill.core.schema import VersionedFile
 
 __all__ = ["AblationFile", "ablation_markdown", "write_ablation"]
@@ -24,9 +24,15 @@ class AblationFile(VersionedFile):
 
 
 def _order(r: dict[str, Any]) -> tuple:
-    # Paper rows are numbers, motion rows "M1".."M5": numbers first, in numeric order, then the labels.
-    row = str(r["row"])
-    return (0, int(row), "", r["variant"]) if row.isdigit() else (1, 0, row, r["variant"])
+    # Paper rows by number (readings such as "13-strict" after their row), motion rows "M1".."M5" last.
+    return (*row_order(str(r["row"])), r["variant"])
+
+
+def _paper(row: str, col: int) -> float | None:
+    try:
+        return row_info(row)[col]
+    except KeyError:  # motion rows have no paper number
+        return None
 
 
 def ablation_markdown(rows: list[dict[str, Any]], protocol: str) -> str:
@@ -34,7 +40,7 @@ def ablation_markdown(rows: list[dict[str, Any]], protocol: str) -> str:
     col = paper_column(protocol)
     lines = ["| row | variant | stage | evaluation | ours | paper |", "|---|---|---|---|---|---|"]
     for r in sorted(rows, key=_order):
-        p = TABLE2[r["row"]][col] if r["row"] in TABLE2 else None  # motion rows have no paper number
+        p = _paper(str(r["row"]), col)
         lines.append(f"| {r['row']} | {r['variant']} | {r['stage']} | {r['evaluation']} | "
                      f"{100 * r['accuracy']:.2f} | {'-' if p is None else f'{p:.2f}'} |")
     return "\n".join(lines) + "\n"

@@ -35,7 +35,18 @@ class MetricsFile(VersionedFile):
         cls.check_header(data, origin)
         return cls({k: v for k, v in data.items() if k not in ("format", "version")})
 
-__all__ = ["write_report", "render_markdown"]
+__all__ = ["write_report", "render_markdown", "ROWS_NOTE"]
+
+ROWS_NOTE = (
+    "Row labels: numbers are the paper's Table 2 rows (suffix `a`: the inverted direction, supplement Table 1). "
+    "How the paper evaluated row 13 is not written (REF §3), so step 3 with connections is reported three ways: "
+    "`13` = the hallucination stream in the graph it trained in, the frozen depth stream injecting depth (the "
+    "released code's reading: **it uses depth at test time**; also the metric its best epoch is selected on), "
+    "`13-strict` = the hallucination stream alone on RGB, `13-init` = the step-4 model before fine-tuning, on "
+    "RGB only (the paper's \"full model before the fine-tuning step\"). `6`/`7` are each stream's logits inside "
+    "the step-2 model (connections active), `-alone` the stream run alone; `15-nc` is step 4 from a step 3 "
+    "without connections."
+)
 
 
 
@@ -80,13 +91,14 @@ def render_markdown(
         "",
         "## Results per step (paper Table 2 rows)",
         "",
-        f"| row | model | test input | ours | paper (NTU {col}) |",
-        "|---|---|---|---|---|",
+        f"| row | model | evaluation | test input | ours | paper (NTU {col}) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in summary["table"]:
         paper_txt = "-" if r["paper"] is None else f"{r['paper']:.2f}"
-        lines.append(f"| {r['row']} | {r['model']} | {r['input']} | {_ours(r['ours'])} | {paper_txt} |")
-    lines.append("")
+        lines.append(f"| {r['row']} | {r['model']} | {r.get('evaluation', '')} | {r['input']} | "
+                     f"{_ours(r['ours'])} | {paper_txt} |")
+    lines += ["", ROWS_NOTE, ""]
     if "gap_closed" in summary:
         g = summary["gap_closed"]
         paper_gap = g.get("paper")
@@ -109,9 +121,14 @@ def render_markdown(
         lines += [
             "## Robustness to depth noise (paper Table 3)",
             "",
-            "Step-2 teacher with multiplicative noise I·n, n ~ N(1, σ), on its depth input.",
+            "Step-2 teacher with multiplicative noise I·n on its depth input (image in [0, 1]); each level v of "
+            "the table is read as "
+            + ("the standard deviation of n ~ N(1, v) (the released code's reading)"
+               if rob.get("reading") == "std" else "the variance σ² of n ~ N(1, σ) (the paper's column header)")
+            + (", the noisy image saturated to [0, 1] (as the released code)." if rob.get("clip")
+               else ", unclipped."),
             "",
-            "| σ² | ours | paper (NTU cross-view) |",
+            "| level v | ours | paper (NTU cross-view) |",
             "|---|---|---|",
         ]
         paper_acc = dict(zip(rob["paper_cv"]["sigma2"], rob["paper_cv"]["accuracy"]))

@@ -62,13 +62,36 @@ def stats(values: list[float]) -> dict[str, Any]:
 
 
 def _row_results(run: dict[str, Any]) -> dict[str, float]:
-    """Paper Table 2 row -> test accuracy of this run (main evaluations and the extra ones)."""
-    rows: dict[str, float] = {}
-    for st in run["stages"].values():
-        for ev in [st["test"], *st.get("extra", {}).values()]:
-            if ev.get("paper_row"):
-                rows[ev["paper_row"]] = ev["accuracy"]
-    return rows
+    """Row label -> test accuracy of this run (main evaluations and the extra ones)."""
+    return {ev["paper_row"]: ev["accuracy"] for ev in _evaluations(run)}
+
+
+def _evaluations(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every labelled evaluation of a run (main and extra), in stage order."""
+    return [ev for st in run["stages"].values() for ev in [st["test"], *st.get("extra", {}).values()]
+            if ev.get("paper_row")]
+
+
+_MODALITY_NAMES = {"rgb": "RGB", "depth": "depth", "flow": "flow"}
+
+
+def _row_entry(label: str, ev: dict[str, Any] | None, col: int) -> dict[str, Any] | None:
+    """What the table shows of a row besides our numbers: model (the paper's row, or our reading of it), the
+    evaluation as run and its test input (from the evaluation itself, so a reading that uses depth says so)."""
+    try:
+        info = paper.row_info(label)
+    except KeyError:  # not a row of the paper's tables (e.g. the motion recipe's)
+        return None
+    inputs = [_MODALITY_NAMES.get(m, m) for m in (ev or {}).get("inputs", [])]
+    return {
+        "row": label,
+        "model": info[0],
+        "evaluation": (ev or {}).get("evaluation", ""),
+        "input": " + ".join(inputs) if inputs else info[1],
+        "paper": info[col],
+        "paper_cs": info[2],
+        "paper_cv": info[3],
+    }
 
 
 def gap_closed(rgb: float, teacher: float, final: float) -> float:
@@ -81,23 +104,17 @@ def summarize(runs: list[dict[str, Any]], protocol: str = "xsub") -> dict[str, A
     """Mean and spread over runs of every Table 2 row, the gap closed, the noise curve and the checks."""
     per_run = [_row_results(r) for r in runs]
     col = paper.paper_column(protocol)
+    first_ev: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        for ev in _evaluations(r):
+            first_ev.setdefault(ev["paper_row"], ev)
     table = []
-    for row, entry in paper.TABLE2.items():
-        vals = [pr.get(row) for pr in per_run]
-        if all(v is None for v in vals):
+    for row in sorted(first_ev, key=paper.row_order):
+        entry = _row_entry(row, first_ev[row], col)
+        if entry is None:
             continue
-        s = stats([v for v in vals if v is not None])
-        table.append(
-            {
-                "row": row,
-                "model": entry[0],
-                "input": entry[1],
-                "ours": s,
-                "paper": entry[col],
-                "paper_cs": entry[2],
-                "paper_cv": entry[3],
-            }
-        )
+        vals = [pr.get(row) for pr in per_run]
+        table.append(entry | {"ours": stats([v for v in vals if v is not None])})
     out: dict[str, Any] = {
         "protocol": protocol,
         "n_runs": len(runs),
@@ -111,6 +128,8 @@ def summarize(runs: list[dict[str, Any]], protocol: str = "xsub") -> dict[str, A
     if all({"1", "2", "8"} <= set(pr) for pr in per_run):
         m = {k: float(np.mean([pr[k] for pr in per_run])) for k in ("1", "2", "8")}
         checks["teacher_beats_both_single_streams"] = bool(m["8"] > max(m["1"], m["2"]))
+        checks["teacher_beats_both_single_streams_per_run"] = [bool(pr["8"] > max(pr["1"], pr["2"]))
+                                                               for pr in per_run]
     if all({"2", "15"} <= set(pr) for pr in per_run):
         checks["final_beats_rgb_step1"] = bool(
             np.mean([pr["15"] for pr in per_run]) > np.mean([pr["2"] for pr in per_run])
@@ -122,6 +141,8 @@ def summarize(runs: list[dict[str, Any]], protocol: str = "xsub") -> dict[str, A
         sig = robs[0]["sigma2"]
         out["robustness"] = {
             "sigma2": sig,
+            "reading": robs[0].get("reading", "variance"),
+            "clip": robs[0].get("clip", False),
             "accuracy": [stats([rb["accuracy"][i] for rb in robs]) for i in range(len(sig))],
             "void": stats([rb["void"] for rb in robs]),
             "rgb_final": stats([rb["rgb_final"] for rb in robs if rb.get("rgb_final") is not None]),
