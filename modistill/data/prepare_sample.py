@@ -250,6 +250,8 @@ def prepare_sample(
 ) -> IndexRecord | str:
     """Prepare one sample into ``out``; returns its index record, or the reason a fallback alignment is needed
     when ``fallback`` is None and the sample has no usable skeleton. Raises `SampleFailure`."""
+    if opts.modalities is None:
+        raise ValueError("prepare_sample needs the modalities to build (prepare_cache chooses them for None)")
     warnings: list[str] = []
     sk, alignment, reason = _alignment_of(entry, opts, missing)
     if alignment is None:
