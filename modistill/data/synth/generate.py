@@ -206,14 +206,14 @@ def generate_dataset(
 ) -> list[str]:
     """Generate a synthetic NTU-layout dataset under ``root`` and return all its sample names (sorted).
 
-    ``preset``: "tiny" (12 short samples, seconds), "small" (144), "demo" (288 = 12 classes x 8 subjects x
-    3 cameras). ``overrides`` set any :class:`SynthConfig` field (``subjects``, ``cameras``, ``setups``,
+    ``preset``: "tiny" (12 short samples, seconds), "small" (144), "demo" (288 = 12 classes x 8 subjects x 3
+    cameras). ``overrides`` set any :class:`SynthConfig` field (``subjects``, ``cameras``, ``setups``,
     ``replications``, ``frames``, ``missing_skeleton_rate``, ``noise_body_rate``, ``rgb_noise``, ``codec``,
-    ``quality``, ``position_jitter_m``, ``yaw_jitter_deg``, ``fps``, ``subject_replications``). Samples are a
-    pure function of ``(seed, name)``, so ``workers > 1`` (processes) writes the same bytes as a serial run; complete samples are skipped, so
-    an interrupted run resumes. ``progress=True`` shows a tqdm bar. Workers are *spawned* processes (they never
-    inherit the caller's threads, e.g. torch's), so scripts calling this with ``workers > 1`` need the usual
-    ``if __name__ == "__main__":`` guard.
+    ``quality``, ``position_jitter_m``, ``yaw_jitter_deg``, ``fps``, ``subject_replications``). Samples are a pure
+    function of ``(seed, name)``, so ``workers > 1`` (processes) writes the same bytes as a serial run; complete
+    samples are skipped, so an interrupted run resumes. ``progress=True`` shows a tqdm bar. Workers are *spawned*
+    processes (they never inherit the caller's threads, e.g. torch's), so scripts calling this with ``workers > 1``
+    need the usual ``if __name__ == "__main__":`` guard.
     """
     cfg = make_config(preset, seed, rgb_size, depth_size, classes, **overrides)
     root = Path(root)
