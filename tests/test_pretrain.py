@@ -95,7 +95,7 @@ def test_pretrain_writes_a_torchvision_checkpoint_that_loads_and_changes_the_ini
     out, res = trained
     assert res.checkpoint == pretrain_dir(out, TINY) / CHECKPOINT and res.checkpoint.is_file()
     sd = load_file(str(res.checkpoint))
-    ref = create_model("resnet18", num_classes=50, width=0.125).state_dict()
+    ref = create_model("resnet18", num_classes=25 * 64, width=0.125).state_dict()
     assert set(sd) == set(ref)  # torchvision's key names (conv1.weight, layer1.0.bn1.running_mean, ..., fc.*)
     assert all(sd[k].shape == ref[k].shape for k in ref)
     # Through the same path a user's ImageNet file takes: model.pretrained (per modality) -> build_network.
@@ -177,3 +177,25 @@ def test_docs_pretrain_commands_run(tmp_path, capsys):
         for line in printed.strip().splitlines():
             modality, path = line.split(": ", 1)
             assert modality in ("rgb", "depth") and Path(path).is_file()
+
+
+def test_pretext_loss_pieces_by_hand():
+    from modistill.models.pretext import PretextOutput, balanced_part_weights, joint_cells, pretext_loss
+
+    parts = torch.tensor([0, 0, 0, 0, 1, 1, 2])  # frequencies 4/7, 2/7, 1/7; median 2/7
+    assert torch.allclose(balanced_part_weights(parts, 4, 1.0), torch.tensor([0.5, 1.0, 2.0, 1.0]))
+    assert torch.allclose(balanced_part_weights(parts, 3, 0.5), torch.tensor([0.5, 1.0, 2.0]).sqrt())
+    assert torch.equal(balanced_part_weights(parts, 3, 0.0), torch.ones(3))
+    j = torch.tensor([[[0.0, 0.0], [0.99, 0.5], [1.2, -0.1]]])
+    assert joint_cells(j, 8).tolist() == [[0, 4 * 8 + 7, 7]]
+    # A confident cell gives its centre back as the expected position.
+    logits = torch.full((1, 25, 64), -50.0)
+    logits[0, :, 4 * 8 + 7] = 50.0
+    out = PretextOutput(parts=torch.zeros(1, 3, 2, 2), joint_logits=logits)
+    assert torch.allclose(out.joints()[0, 0], torch.tensor([7.5 / 8, 4.5 / 8]))
+    # Loss: the parts' weighted cross-entropy (uniform logits: log 3) plus the joints' (log 64 at uniform logits).
+    out = PretextOutput(parts=torch.zeros(1, 3, 2, 2), joint_logits=torch.zeros(1, 25, 64))
+    total, terms = pretext_loss(out, torch.tensor([[[0, 1], [2, 2]]]), torch.rand(1, 25, 2), 0.5,
+                                torch.tensor([0.5, 1.0, 2.0]))
+    assert torch.isclose(terms["parts"], torch.log(torch.tensor(3.0)))
+    assert torch.isclose(total, torch.log(torch.tensor(3.0)) + 0.5 * torch.log(torch.tensor(64.0)))

@@ -35,7 +35,7 @@ from modistill.data.synth.pretext_store import load_pretext, write_pretext
 from modistill.engine.config import TrainConfig
 from modistill.engine.trainer import train_stage
 from modistill.models import create_model
-from modistill.models.pretext import NUM_JOINTS, PretextNet, pretext_loss
+from modistill.models.pretext import NUM_JOINTS, PretextNet, balanced_part_weights, pretext_loss
 
 __all__ = [
     "CHECKPOINT",
@@ -68,6 +68,8 @@ class PretrainConfig:
     batch_size: int = 64
     lr: float = 2e-3
     joint_weight: float = 1.0
+    balance: float = 0.5
+    grid: int = 8
     seed: int = 0
     pretext: PretextConfig = field(default_factory=PretextConfig)
 
@@ -122,19 +124,21 @@ class PretextDataset(Dataset):
 
 
 def build_pretext_net(cfg: PretrainConfig) -> PretextNet:
-    trunk = create_model(cfg.backbone, num_classes=2 * NUM_JOINTS, in_channels=3, width=cfg.width)
-    return PretextNet(trunk, num_parts=len(PART_NAMES), label_size=cfg.pretext.label_size)
+    trunk = create_model(cfg.backbone, num_classes=NUM_JOINTS * cfg.grid**2, in_channels=3, width=cfg.width)
+    return PretextNet(trunk, num_parts=len(PART_NAMES), label_size=cfg.pretext.label_size, grid=cfg.grid)
 
 
-def _loss_fn(joint_weight: float):
+def _loss_fn(cfg: PretrainConfig, weights: Tensor | None):
     def loss(model: torch.nn.Module, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
-        return pretext_loss(model(batch["x"]), batch["parts"], batch["joints"], joint_weight)
+        return pretext_loss(model(batch["x"]), batch["parts"], batch["joints"], cfg.joint_weight, weights)
 
     return loss
 
 
 @torch.no_grad()
-def pretext_scores(net: PretextNet, data: PretextDataset, joint_weight: float, batch: int = 128) -> dict[str, float]:
+def pretext_scores(
+    net: PretextNet, data: PretextDataset, cfg: PretrainConfig, weights: Tensor | None, batch: int = 128
+) -> dict[str, float]:
     """Held-out pretext scores: the loss terms, pixel accuracy on body pixels and the joints' mean error (in
     crop units)."""
     net.eval()
@@ -148,7 +152,7 @@ def pretext_scores(net: PretextNet, data: PretextDataset, joint_weight: float, b
         p = torch.stack([it["parts"] for it in items])
         j = torch.stack([it["joints"] for it in items])
         out = net(x)
-        loss, parts = pretext_loss(out, p, j, joint_weight)
+        loss, parts = pretext_loss(out, p, j, cfg.joint_weight, weights)
         k = len(items)
         tot["loss"] += float(loss) * k
         tot["parts"] += float(parts["parts"]) * k
@@ -156,7 +160,7 @@ def pretext_scores(net: PretextNet, data: PretextDataset, joint_weight: float, b
         body = p > 0
         body_correct += int((out.parts.argmax(1) == p)[body].sum())
         body_total += int(body.sum())
-        err += float((out.joints - j).norm(dim=-1).mean()) * k
+        err += float((out.joints() - j).norm(dim=-1).mean()) * k
     res = {k: v / n for k, v in tot.items()}
     res["body_pixel_accuracy"] = body_correct / max(1, body_total)
     res["joint_error"] = err / n
@@ -181,23 +185,26 @@ def pretrain(
         raise ValueError(f"pretext: {len(frames)} frames are too few (at least 8)")
     train = PretextDataset(frames[:-k], parts[:-k], joints[:-k])
     held = PretextDataset(frames[-k:], parts[-k:], joints[-k:])
+    weights = None
+    if cfg.balance:
+        weights = balanced_part_weights(torch.from_numpy(train.parts), len(PART_NAMES), cfg.balance)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         net = build_pretext_net(cfg)
-    before = pretext_scores(net, held, cfg.joint_weight)
+    before = pretext_scores(net, held, cfg, weights)
     tcfg = TrainConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=progress,
         lr_milestones=[max(1, (2 * cfg.epochs) // 3)] if cfg.epochs > 1 else [], tensorboard=False,
         device="cpu" if not torch.cuda.is_available() else "auto",
     )
     sr = train_stage(
-        net, loss_fn=_loss_fn(cfg.joint_weight), predict_fn=lambda m, b: m(b["x"]).joints.flatten(1),
+        net, loss_fn=_loss_fn(cfg, weights), predict_fn=lambda m, b: m(b["x"]).joint_logits.flatten(1),
         train_set=train, val_set=None, cfg=tcfg, run_dir=run_dir, config_dict={"pretrain": cfg.to_dict()},
         resume=(run_dir / "checkpoints" / "last.json").exists(), stage=f"pretrain_{cfg.modality}",
         label_key="parts",
     )
     net = net.cpu()
-    after = pretext_scores(net, held, cfg.joint_weight)
+    after = pretext_scores(net, held, cfg, weights)
     sd = {k: v.detach().contiguous() for k, v in net.trunk.state_dict().items()}
     buf = _safetensors_bytes(sd, {"format": "modistill-pretrain", "modality": cfg.modality, "key": cfg.key()})
     write_bytes_atomic(run_dir / CHECKPOINT, buf)
