@@ -20,7 +20,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="channel width; must equal model.width (default 0.25, the demo's)")
     parser.add_argument("--size", type=int, default=64, help="frame side; use the prepared cache's (default 64)")
     parser.add_argument("--frames", type=int, default=None, help="pretext frames (default 6144)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 6)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 12)")
     parser.add_argument("--batch-size", type=int, default=None, help="frames per step (default 64)")
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 2e-3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the frames and of the training (default 0)")

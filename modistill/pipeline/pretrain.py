@@ -64,7 +64,7 @@ class PretrainConfig:
     modality: Literal["rgb", "depth"] = "rgb"
     backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet18"
     width: float = 0.25
-    epochs: int = 6
+    epochs: int = 12
     batch_size: int = 64
     lr: float = 2e-3
     joint_weight: float = 1.0
