@@ -199,3 +199,26 @@ def test_pretext_loss_pieces_by_hand():
                                 torch.tensor([0.5, 1.0, 2.0]))
     assert torch.isclose(terms["parts"], torch.log(torch.tensor(3.0)))
     assert torch.isclose(total, torch.log(torch.tensor(3.0)) + 0.5 * torch.log(torch.tensor(64.0)))
+
+
+def test_docs_demo_by_hand_matches_the_demo():
+    """docs/demo.md's by-hand commands give the demo's dataset and name the demo's pretrained checkpoints."""
+    from modistill.apps.demo import FULL
+    from modistill.commands import synth as synth_cmd
+    from modistill.data.synth import make_config, sample_names
+
+    text = (DOCS / "demo.md").read_text()
+    block = text[text.index("## Reproducing by hand"):]
+    for m in ("rgb", "depth"):
+        d = pretrain_dir("demo_out/pretrain", dataclasses.replace(FULL.pretrain, modality=m))
+        assert f"{d}/{CHECKPOINT}" in block
+    line = next(ln for ln in block.splitlines() if ln.startswith("modistill synth"))
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    synth_cmd.register(parser)
+    args = parser.parse_args(shlex.split(line)[2:])
+    reps = {p: n for subjects, n in args.subject_replications for p in subjects}
+    by_hand = make_config(args.preset, subjects=args.subjects, cameras=args.cameras, subject_replications=reps)
+    demo = make_config(FULL.preset, **dict(FULL.synth_overrides))
+    assert sample_names(by_hand) == sample_names(demo) and len(sample_names(demo)) == 792
