@@ -206,8 +206,9 @@ def pretrain(
     net = net.cpu()
     after = pretext_scores(net, held, cfg, weights)
     sd = {k: v.detach().contiguous() for k, v in net.trunk.state_dict().items()}
-    buf = _safetensors_bytes(sd, {"format": "modistill-pretrain", "modality": cfg.modality, "key": cfg.key()})
-    write_bytes_atomic(run_dir / CHECKPOINT, buf)
+    # No safetensors metadata: its order is not stable between processes, and pretrain.json holds it all, so
+    # the same settings give the same bytes.
+    write_bytes_atomic(run_dir / CHECKPOINT, save(sd))
     info = PretrainFile(
         config=cfg.to_dict(), key=cfg.key(), checkpoint=CHECKPOINT,
         held_out={**{f"before_{k}": v for k, v in before.items()}, **{f"after_{k}": v for k, v in after.items()}},
@@ -227,11 +228,6 @@ def _epoch_summary(record: dict[str, Any]) -> dict[str, Any]:
     if isinstance(parts, dict):
         out.update({k: parts[k] for k in ("parts", "joints") if k in parts})
     return out
-
-
-def _safetensors_bytes(sd: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
-    return save(sd, metadata=metadata)
-
 
 
 def _pretrain_worker(modality: str, threads: int | None, out: str, base: dict, progress: bool) -> str:
