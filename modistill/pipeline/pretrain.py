@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from modistill.core.atomic import write_bytes_atomic
+from modistill.core.errors import UsageError
 from modistill.core.schema import VersionedFile
 from modistill.data.normalize import normalize_frames
 from modistill.data.synth.pretext import PART_NAMES, PretextConfig
@@ -182,7 +183,7 @@ def pretrain(
     frames, parts, joints = load_pretext(out, cfg.pretext, cfg.modality)
     k = min(_HELD_OUT, len(frames) // 8)
     if k < 1:
-        raise ValueError(f"pretext: {len(frames)} frames are too few (at least 8)")
+        raise UsageError(f"pretext: {len(frames)} frames are too few (at least 8)")
     train = PretextDataset(frames[:-k], parts[:-k], joints[:-k])
     held = PretextDataset(frames[-k:], parts[-k:], joints[-k:])
     weights = None
@@ -195,7 +196,6 @@ def pretrain(
     tcfg = TrainConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=progress,
         lr_milestones=[max(1, (2 * cfg.epochs) // 3)] if cfg.epochs > 1 else [], tensorboard=False,
-        device="cpu" if not torch.cuda.is_available() else "auto",
     )
     sr = train_stage(
         net, loss_fn=_loss_fn(cfg, weights), predict_fn=lambda m, b: m(b["x"]).joint_logits.flatten(1),

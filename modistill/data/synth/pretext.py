@@ -28,6 +28,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from modistill.core.errors import UsageError
+
 from ..align import Alignment, aligned_crop_geometry, crop_aligned
 from ..depth import encode_depth
 from .body import CAPSULES, BodyPose, Performer, PoseTrack, lower_root_for_feet, make_performer, solve_pose
@@ -82,6 +84,12 @@ class PretextConfig:
     depth_size: tuple[int, int] = (128, 106)
     rgb_noise: float = 0.012
     version: str = "1"
+
+    def __post_init__(self) -> None:
+        small = {k: getattr(self, k) for k in ("frames", "poses_per_view", "performers", "rooms", "label_size")
+                 if getattr(self, k) < 1}
+        if small or self.size < 8:
+            raise UsageError(f"pretext settings must be >= 1 (size >= 8), got {small or {'size': self.size}}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -18,6 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from modistill.core.atomic import remove_stale_temps, write_bytes_atomic
+from modistill.core.errors import UsageError
 from modistill.core.schema import VersionedFile
 
 from .pretext import PretextConfig, num_groups, render_group
@@ -107,7 +108,7 @@ def load_pretext(root: str | Path, cfg: PretextConfig, modality: str) -> tuple[n
     """``(frames (N, S, S, 3) uint8, parts (N, L, L) uint8, joints (N, 25, 2) float32)`` of ``modality``
     (``"rgb"`` or ``"depth"``) from a folder :func:`write_pretext` finished."""
     if modality not in ("rgb", "depth"):
-        raise ValueError(f"pretext modality must be 'rgb' or 'depth', got {modality!r}")
+        raise UsageError(f"pretext modality must be 'rgb' or 'depth', got {modality!r}")
     folder = pretext_dir(root, cfg)
     info = PretextFile.read(folder / "pretext.json")
     parts: dict[str, list[np.ndarray]] = {"x": [], "p": [], "j": []}
