@@ -222,3 +222,19 @@ def test_docs_demo_by_hand_matches_the_demo():
     by_hand = make_config(args.preset, subjects=args.subjects, cameras=args.cameras, subject_replications=reps)
     demo = make_config(FULL.preset, **dict(FULL.synth_overrides))
     assert sample_names(by_hand) == sample_names(demo) and len(sample_names(demo)) == 792
+
+
+def test_quick_demo_starts_both_streams_from_the_pretrained_trunks(tmp_path):
+    """`modistill demo --quick` pretrains once and loads the trunks through model.pretrained, per modality."""
+    import json
+
+    out = tmp_path / "demo"
+    assert cli_main(["demo", "--quick", "--no-progress", "--out", str(out), "--workers", "1"]) == 0
+    from modistill.pipeline.session import load_experiment
+
+    exp = load_experiment(out / "runs" / "seed0" / "config.yaml")
+    paths = exp.model.pretrained
+    assert isinstance(paths, dict) and set(paths) == {"rgb", "depth"}
+    assert all(Path(p).is_file() and Path(p).parent.parent == out / "pretrain" for p in paths.values())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "pretrain_s" in metrics["timings_s"]
