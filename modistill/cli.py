@@ -18,6 +18,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("models", "list the registered models with parameter counts"),
     ("synth", "generate a synthetic NTU-format RGB-D action dataset"),
     ("prepare", "decode, align, crop and cache a dataset for fast training"),
+    ("pretrain", "pretrain stream trunks on synthetic body parts (the stand-in for ImageNet init)"),
     ("train", "train a recipe (all stages or one)"),
     ("eval", "evaluate a trained stage on a split"),
     ("ablation", "run and tabulate a set of recipe variants (paper Table 2)"),

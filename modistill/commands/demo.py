@@ -16,6 +16,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1 2; quick: 0)")
     parser.add_argument("--workers", type=int, default=2, help="processes for data generation/preparation")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-pretrain", action="store_true",
+                        help="train every stream from scratch instead of from the pretrained trunks "
+                        "(the stand-in for ImageNet, docs/pretrain.md)")
     parser.add_argument("--method", choices=("depth", "motion", "both"), default="depth",
                         help="privileged modality: depth (the paper's four steps, default), motion (optical "
                         "flow distillation) or both")
@@ -30,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         paths = run_demo(args.out, quick=args.quick, seeds=args.seeds, workers=args.workers,
-                         overrides=args.overrides, progress=not args.no_progress, method=args.method)
+                         overrides=args.overrides, progress=not args.no_progress, method=args.method,
+                         pretrain=not args.no_pretrain)
     finally:
         D.cleanup()
     if paths:

@@ -37,6 +37,18 @@ def _range(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+def _subject_reps(text: str) -> tuple[list[int], int]:
+    subjects, sep, n = text.rpartition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return _int_list(subjects), int(n)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(
+            f"expected SUBJECTS=N, e.g. 1,3,6-7=4, got {text!r}"
+        ) from None
+
+
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", nargs="?", help="output root (NTU layout is written under it)")
     parser.add_argument(
@@ -68,6 +80,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cameras", type=_int_list, default=None, help="camera ids among 1,2,3")
     parser.add_argument("--setups", type=int, default=None, help="number of setups")
     parser.add_argument("--replications", type=int, default=None, help="replications per setup")
+    parser.add_argument(
+        "--subject-replications",
+        type=_subject_reps,
+        action="append",
+        default=None,
+        metavar="SUBJECTS=N",
+        help="replications of these subjects instead of --replications (repeatable), e.g. 1,3,6-7=4",
+    )
     parser.add_argument("--frames", type=_range, default=None, metavar="LO-HI", help="sample length range")
     parser.add_argument(
         "--missing-skeleton-rate",
@@ -115,6 +135,11 @@ def run(args: argparse.Namespace) -> int:
         "cameras": args.cameras,
         "setups": args.setups,
         "replications": args.replications,
+        "subject_replications": (
+            {p: n for subjects, n in args.subject_replications for p in subjects}
+            if args.subject_replications
+            else None
+        ),
         "frames": args.frames,
         "missing_skeleton_rate": args.missing_skeleton_rate,
         "noise_body_rate": args.noise_body_rate,

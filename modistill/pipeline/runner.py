@@ -141,8 +141,9 @@ def build_network(
                   for sd in stage.standins],
     )
     for s in stage.streams:
-        if s.init == PRETRAINED and exp.model.pretrained:
-            load_pretrained(net.streams[s.name], exp.model.pretrained)
+        path = exp.model.pretrained_for(s.modality) if s.init == PRETRAINED else None
+        if path:
+            load_pretrained(net.streams[s.name], path)
     return net
 
 

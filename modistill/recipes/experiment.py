@@ -20,6 +20,8 @@ __all__ = ["DataConfig", "ExperimentConfig", "ModelConfig", "RecipeConfig", "bui
 
 #: the recipe section of an experiment: a tagged union on ``name`` (garcia | hoffman -> depth, motion -> motion)
 RecipeConfig = DepthRecipeConfig | MotionRecipeConfig
+#: the modalities a stream can read (batch keys), for ``model.pretrained`` given per modality
+MODALITIES = ("rgb", "depth", "flow")
 
 
 @dataclass
@@ -80,18 +82,30 @@ class ModelConfig:
     """The backbone shared by every stream (streams that are connected need equal shapes).
 
     pretrained: a local ImageNet checkpoint (torchvision or timm naming, .pth or .safetensors) loaded into every
-        stream whose init is ``pretrained``; ``None`` trains those from scratch (nothing is downloaded).
+        stream whose init is ``pretrained``; or a mapping modality -> checkpoint (``{rgb: a.safetensors, depth:
+        b.safetensors}``, e.g. the per-modality trunks of ``modistill pretrain``), a modality it does not name
+        starting from scratch; ``None`` trains those from scratch (nothing is downloaded).
     """
 
     backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet50"
     width: float = 1.0
     temporal: bool = True
-    pretrained: str | None = None
+    pretrained: str | dict[str, str] | None = None
     channels_last: bool = True
 
     def __post_init__(self) -> None:
         if not self.width > 0:
             raise ValueError(f"width must be > 0, got {self.width}")
+        if isinstance(self.pretrained, dict):
+            bad = sorted(set(self.pretrained) - set(MODALITIES))
+            if bad:
+                raise ValueError(f"pretrained: unknown modality key(s) {bad}; use {list(MODALITIES)}")
+
+    def pretrained_for(self, modality: str) -> str | None:
+        """The checkpoint a ``pretrained`` stream reading ``modality`` starts from (None: from scratch)."""
+        if isinstance(self.pretrained, dict):
+            return self.pretrained.get(modality)
+        return self.pretrained
 
 
 @dataclass

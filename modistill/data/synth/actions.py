@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .body import Performer, PoseTrack, trunk_frames
+from .body import Performer, PoseTrack, lower_root_for_feet, trunk_frames
 from .geometry import lerp, rot_y, smooth_noise, smoothstep
 
 __all__ = ["ActionClass", "ACTIONS", "ACTION_NAMES", "resolve_classes", "make_track"]
@@ -113,20 +113,6 @@ def _base(perf: Performer, n: int, rng: np.random.Generator) -> PoseTrack:
     return track
 
 
-def _lower_root_for_feet(track: PoseTrack, perf: Performer) -> None:
-    """Lower the root where a leg could not reach its ankle target, so feet stay on the floor."""
-    L = perf.lengths
-    leg = (L["thigh"] + L["shin"]) * 0.995
-    g_pelvis, _ = trunk_frames(track)
-    for side, sgn in (("l", -1.0), ("r", 1.0)):
-        hip = track.root + np.einsum("fij,j->fi", g_pelvis, [sgn * L["hip_w"], -L["hip_drop"], 0.0])
-        d = track.ankle[side] - hip
-        horiz = np.hypot(d[:, 0], d[:, 2])
-        need = np.sqrt(np.maximum(leg * leg - horiz * horiz, 0.0))  # vertical hip-ankle distance allowed
-        excess = np.maximum(-d[:, 1] - need, 0.0)
-        track.root[:, 1] -= excess
-
-
 # ----------------------------------------------------------------------------------------------- classes
 # Wrist targets are relative to the shoulder in the chest frame: +x right, +y up, -z forward (metres).
 
@@ -196,7 +182,7 @@ def _lean(perf: Performer, n: int, rng: np.random.Generator, forward: bool) -> P
     # Hips move against the lean to keep the centre of mass above the feet.
     tr.root[:, 2] += 0.22 * np.sin(ang) * perf.lengths["spine1"] / 0.236
     tr.wrist.update(_hang_arms(tr, perf))
-    _lower_root_for_feet(tr, perf)
+    lower_root_for_feet(tr, perf)
     return tr
 
 
@@ -223,7 +209,7 @@ def _step(perf: Performer, n: int, rng: np.random.Generator, forward: bool) -> P
     tr.trunk_pitch += np.deg2rad(rng.uniform(3, 8)) * e * (1.0 if forward else 0.6)
     swing = np.deg2rad(rng.uniform(5, 15)) * e * (-1 if forward else 1)
     tr.wrist.update({"l": _hang_arms(tr, perf, swing)["l"], "r": _hang_arms(tr, perf, -swing)["r"]})
-    _lower_root_for_feet(tr, perf)
+    lower_root_for_feet(tr, perf)
     return tr
 
 
@@ -296,7 +282,7 @@ def jumping_jack(perf: Performer, n: int, rng: np.random.Generator) -> PoseTrack
         tr.elbow_pole[side] = _vec(n, 0.0, -0.4, 1.0)
         tr.ankle[side][:, 0] += sgn * rng.uniform(0.22, 0.3) * c
         tr.ankle[side][:, 1] += jump
-    _lower_root_for_feet(tr, perf)
+    lower_root_for_feet(tr, perf)
     return tr
 
 

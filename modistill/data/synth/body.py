@@ -27,6 +27,7 @@ __all__ = [
     "trunk_frames",
     "solve_pose",
     "BodyPose",
+    "lower_root_for_feet",
 ]
 
 JOINT_NAMES: tuple[str, ...] = (
@@ -196,6 +197,20 @@ def trunk_frames(track: PoseTrack) -> tuple[np.ndarray, np.ndarray]:
     g_pelvis = rot_y(track.yaw) @ rot_x(-track.pelvis_pitch)
     g_chest = g_pelvis @ rot_y(track.trunk_twist) @ rot_x(-track.trunk_pitch) @ rot_z(-track.trunk_roll)
     return g_pelvis, g_chest
+
+
+def lower_root_for_feet(track: PoseTrack, perf: Performer) -> None:
+    """Lower the root where a leg could not reach its ankle target, so feet stay on the floor (in place)."""
+    L = perf.lengths
+    leg = (L["thigh"] + L["shin"]) * 0.995
+    g_pelvis, _ = trunk_frames(track)
+    for side, sgn in (("l", -1.0), ("r", 1.0)):
+        hip = track.root + np.einsum("fij,j->fi", g_pelvis, [sgn * L["hip_w"], -L["hip_drop"], 0.0])
+        d = track.ankle[side] - hip
+        horiz = np.hypot(d[:, 0], d[:, 2])
+        need = np.sqrt(np.maximum(leg * leg - horiz * horiz, 0.0))  # vertical hip-ankle distance allowed
+        excess = np.maximum(-d[:, 1] - need, 0.0)
+        track.root[:, 1] -= excess
 
 
 def _two_link(root, target, l1, l2, pole, *, flip_hinge=False):

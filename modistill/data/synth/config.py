@@ -63,7 +63,10 @@ class SynthConfig:
     ``rgb_noise`` the sensor noise sigma (fraction of full scale); ``codec`` the video encoder ("mpeg4",
     byte-reproducible, or "libx264" as NTU's videos, whose bytes vary between processes) and ``quality``
     its constant quantiser (mpeg4, 2 = best .. 31) or crf (libx264, 0 = lossless .. 51);
-    ``position_jitter_m``/``yaw_jitter_deg`` the per-sample placement jitter of the performer.
+    ``position_jitter_m``/``yaw_jitter_deg`` the per-sample placement jitter of the performer;
+    ``subject_replications`` per-subject replication counts overriding ``replications`` (e.g. more
+    replications of the held-out performers, so validation and test have more videos while the training set
+    stays as it is; docs/demo.md).
     """
 
     preset: str = "tiny"
@@ -84,6 +87,7 @@ class SynthConfig:
     quality: int = 4
     position_jitter_m: float = 0.15
     yaw_jitter_deg: float = 12.0
+    subject_replications: dict[int, int] = field(default_factory=dict)
     version: str = GENERATOR_VERSION
 
     def to_dict(self) -> dict:
@@ -93,7 +97,14 @@ class SynthConfig:
             list(self.depth_size),
             list(self.frames),
         )
+        d["subject_replications"] = {str(k): int(v) for k, v in sorted(self.subject_replications.items())}
+        if not d["subject_replications"]:
+            del d["subject_replications"]  # configs written before the option existed stay byte-identical
         return d
+
+    def replications_of(self, subject: int) -> int:
+        """How many replications subject ``subject`` performs."""
+        return int(self.subject_replications.get(int(subject), self.replications))
 
     @classmethod
     def from_dict(cls, d: dict) -> SynthConfig:
@@ -101,6 +112,7 @@ class SynthConfig:
         d = dict(d)
         for k in ("rgb_size", "depth_size", "frames"):
             d[k] = tuple(int(v) for v in d[k])
+        d["subject_replications"] = {int(k): int(v) for k, v in d.get("subject_replications", {}).items()}
         return cls(**d)
 
     def validate(self) -> None:
@@ -116,9 +128,11 @@ class SynthConfig:
             raise ValueError(f"cameras must be a non-empty subset of 1, 2, 3, got {self.cameras}")
         if not self.subjects or any(not 1 <= s <= 999 for s in self.subjects):
             raise ValueError(f"subjects must be ids in 1..999, got {self.subjects}")
-        if not 1 <= self.setups <= 999 or not 1 <= self.replications <= 999:
+        reps = [self.replications, *self.subject_replications.values()]
+        if not 1 <= self.setups <= 999 or not all(1 <= r <= 999 for r in reps):
             raise ValueError(
                 f"setups and replications must be in 1..999, got {self.setups}, {self.replications}"
+                f" (per subject: {self.subject_replications})"
             )
         if self.codec not in ("mpeg4", "libx264"):
             raise ValueError(f"codec must be 'mpeg4' or 'libx264', got {self.codec!r}")
@@ -172,6 +186,7 @@ def make_config(
     )
     cfg.subjects = sorted(int(s) for s in cfg.subjects)
     cfg.cameras = sorted(int(c) for c in cfg.cameras)
+    cfg.subject_replications = {int(k): int(v) for k, v in sorted(dict(cfg.subject_replications).items())}
     cfg.frames = (int(cfg.frames[0]), int(cfg.frames[1]))
     cfg.validate()
     return cfg
@@ -188,7 +203,7 @@ def sample_names(cfg: SynthConfig) -> list[str]:
     for p in cfg.subjects:
         s = setup_of(cfg, p)
         for c in cfg.cameras:
-            for r in range(1, cfg.replications + 1):
+            for r in range(1, cfg.replications_of(p) + 1):
                 for a in range(1, len(cfg.classes) + 1):
                     names.append(f"S{s:03d}C{c:03d}P{p:03d}R{r:03d}A{a:03d}")
     return sorted(names)

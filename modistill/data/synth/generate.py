@@ -32,7 +32,7 @@ RGB_DIR, DEPTH_DIR = "nturgb+d_rgb", "nturgb+d_depth_masked"
 SKELETON_DIR, TRUTH_DIR = "nturgb+d_skeletons", "synth_truth"
 _TMP = ".tmp-"
 # Keys of synth_config.json that do not change a sample's bytes (a dataset may be extended or resumed).
-_NON_CONTENT_KEYS = ("subjects", "cameras", "replications")
+_NON_CONTENT_KEYS = ("subjects", "cameras", "replications", "subject_replications")
 
 
 def sample_paths(root: str | Path, name: str) -> dict[str, Path]:
@@ -131,9 +131,14 @@ def _check_or_write_config(root: Path, cfg: SynthConfig) -> None:
                 "generate into a new folder (or delete the old one) instead of mixing two datasets"
             )
         for k in _NON_CONTENT_KEYS:  # extending a dataset: record the union
-            if isinstance(new[k], list):
+            if isinstance(new.get(k), list):
                 new[k] = sorted(set(old.get(k, [])) | set(new[k]))
-            else:
+            elif isinstance(new.get(k, old.get(k)), dict):
+                merged = dict(old.get(k, {}))
+                for s, r in new.get(k, {}).items():
+                    merged[s] = max(int(merged.get(s, 0)), int(r))
+                new[k] = dict(sorted(merged.items(), key=lambda kv: int(kv[0])))
+            elif k in new:
                 new[k] = max(old.get(k, 0), new[k])
     _write_json(path, new)
 
@@ -201,15 +206,14 @@ def generate_dataset(
 ) -> list[str]:
     """Generate a synthetic NTU-layout dataset under ``root`` and return all its sample names (sorted).
 
-    ``preset``: "tiny" (12 short samples, seconds), "small" (144), "demo" (288 = 12 classes x 8 subjects x
-    3 cameras). ``overrides`` set any :class:`SynthConfig` field (``subjects``, ``cameras``, ``setups``,
+    ``preset``: "tiny" (12 short samples, seconds), "small" (144), "demo" (288 = 12 classes x 8 subjects x 3
+    cameras). ``overrides`` set any :class:`SynthConfig` field (``subjects``, ``cameras``, ``setups``,
     ``replications``, ``frames``, ``missing_skeleton_rate``, ``noise_body_rate``, ``rgb_noise``, ``codec``,
-    ``quality``,
-    ``position_jitter_m``, ``yaw_jitter_deg``, ``fps``). Samples are a pure function of ``(seed, name)``,
-    so ``workers > 1`` (processes) writes the same bytes as a serial run; complete samples are skipped, so
-    an interrupted run resumes. ``progress=True`` shows a tqdm bar. Workers are *spawned* processes (they never
-    inherit the caller's threads, e.g. torch's), so scripts calling this with ``workers > 1`` need the usual
-    ``if __name__ == "__main__":`` guard.
+    ``quality``, ``position_jitter_m``, ``yaw_jitter_deg``, ``fps``, ``subject_replications``). Samples are a pure
+    function of ``(seed, name)``, so ``workers > 1`` (processes) writes the same bytes as a serial run; complete
+    samples are skipped, so an interrupted run resumes. ``progress=True`` shows a tqdm bar. Workers are *spawned*
+    processes (they never inherit the caller's threads, e.g. torch's), so scripts calling this with ``workers > 1``
+    need the usual ``if __name__ == "__main__":`` guard.
     """
     cfg = make_config(preset, seed, rgb_size, depth_size, classes, **overrides)
     root = Path(root)

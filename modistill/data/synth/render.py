@@ -25,11 +25,13 @@ __all__ = ["SphereModel", "body_spheres", "splat", "Fragments", "render_room", "
 
 @dataclass
 class SphereModel:
-    """``centres`` (F, S, 3) world metres, ``radii`` (S,), ``albedo`` (S, 3) in [0, 1]."""
+    """``centres`` (F, S, 3) world metres, ``radii`` (S,), ``albedo`` (S, 3) in [0, 1], ``capsule`` (S,) the
+    index into ``body.CAPSULES`` each sphere samples (what the pretext's body-part labels are made of)."""
 
     centres: np.ndarray
     radii: np.ndarray
     albedo: np.ndarray
+    capsule: np.ndarray
 
 
 def _part_color(perf: Performer, part: str) -> tuple[str, tuple[float, float, float]]:
@@ -44,9 +46,9 @@ def body_spheres(perf: Performer, pose: BodyPose, seed: int) -> SphereModel:
     """Sample the performer's capsules as spheres spaced at half their radius -> :class:`SphereModel`."""
     pts = np.concatenate([pose.joints, pose.extra], axis=1)
     rest = pts[0]
-    centres, radii, albedo = [], [], []
+    centres, radii, albedo, capsule = [], [], [], []
     rng = rng_for(seed, "texture", perf.subject)
-    for a, b, ka, kb, part in CAPSULES:
+    for ci, (a, b, ka, kb, part) in enumerate(CAPSULES):
         ra, rb = perf.radii[ka], perf.radii[kb]
         length = float(np.linalg.norm(rest[b] - rest[a]))
         n = 1 if a == b else int(np.ceil(length / (0.5 * min(ra, rb)))) + 1
@@ -61,8 +63,12 @@ def body_spheres(perf: Performer, pose: BodyPose, seed: int) -> SphereModel:
         elif kind == "speckle":
             factor = 1.0 + contrast * rng.uniform(-0.6, 0.6, n)
         albedo.append(np.clip(np.asarray(base)[None, :] * factor[:, None], 0, 1))
+        capsule.append(np.full(n, ci, np.int16))
     return SphereModel(
-        centres=np.concatenate(centres, axis=1), radii=np.concatenate(radii), albedo=np.concatenate(albedo)
+        centres=np.concatenate(centres, axis=1),
+        radii=np.concatenate(radii),
+        albedo=np.concatenate(albedo),
+        capsule=np.concatenate(capsule),
     )
 
 
