@@ -29,6 +29,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--view", default=None, help="the camera group for the crop, e.g. S001C002")
     parser.add_argument("--cache", default=None, help="the run's prepared cache, if it moved (with --run)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto (PyTorch: bf16 where the CPU has AVX-512 BF16 / AMX, else fp32; ONNX: fp32), fp32, or bf16 "
+        "(PyTorch only) (default: auto)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)
 
@@ -40,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         return fail(f"--top-k must be >= 1, got {args.top_k}")
     try:
-        predictor = load_predictor(run=args.run, model=args.model, stage=args.stage, cache=args.cache)
+        predictor = load_predictor(
+            run=args.run, model=args.model, stage=args.stage, cache=args.cache, dtype=args.dtype
+        )
     except (FileNotFoundError, KeyError, ValueError, ImportError) as exc:
         return fail(str(exc).strip('"'))
     spec = predictor.spec
@@ -56,7 +64,13 @@ def run(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 info
-                | {"backend": backend, "model": args.model or args.run, "stage": spec.stage, "top_k": best},
+                | {
+                    "backend": backend,
+                    "dtype": predictor.dtype,
+                    "model": args.model or args.run,
+                    "stage": spec.stage,
+                    "top_k": best,
+                },
                 indent=1,
             )
         )
@@ -64,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     w, h = info["size"]
     print(
         f"{args.video}: {info['frames']} frames {w}x{h}; frames {info['indices']}, crop {info['crop_px']} "
-        f"({info['crop']}); {backend}"
+        f"({info['crop']}); {backend} {predictor.dtype}"
     )
     for rank, r in enumerate(best, 1):
         print(f"  {rank}. {r['name']:32s} {100 * r['probability']:6.2f}%")
