@@ -171,23 +171,23 @@ def runtimes(
     out["pytorch fp32"] = ("fp32", _torch_runner(fp32, x))
     out["pytorch autocast bf16"] = ("bf16", _torch_runner(fp32, x, autocast=True))
     out["pytorch bf16 (deployed)"] = ("bf16", _torch_runner(bf16, x))
-    tmp = Path(tempfile.mkdtemp(prefix="modistill-forward-"))
-    try:
-        spec = DeploySpec(frames=x.shape[1], size=x.shape[-1], class_names=["?"])
-        path = export_onnx(Deployed(module, spec), tmp / "fp32")
-        ort_model = OnnxPredictor(path, threads=threads)
-        xn = x.numpy()
-        out["onnxruntime fp32 (deployed)"] = ("fp32", lambda: ort_model.logits(xn))
-    except ImportError as exc:
-        out["onnxruntime fp32 (deployed)"] = ("fp32", f"not available: {exc}")
-    for dt in ("fp16", "bf16"):
-        name = f"onnxruntime {dt}"
+    with tempfile.TemporaryDirectory(prefix="modistill-forward-") as tmp_dir:  # sessions keep their graphs
+        tmp, xn = Path(tmp_dir), x.numpy()
         try:
-            sess = _onnx_session(module, x, tmp / f"{dt}.onnx", dt, threads)
-            xn = x.numpy()
-            out[name] = (dt, lambda s=sess, a=xn: s.run(None, {"clips": a}))
-        except Exception as exc:  # noqa: BLE001 - any failure is the measurement ("not supported: <why>")
-            out[name] = (dt, f"not supported: {type(exc).__name__}: {str(exc).strip()[:300]}")
+            spec = DeploySpec(frames=x.shape[1], size=x.shape[-1], class_names=["?"])
+            ort_model = OnnxPredictor(export_onnx(Deployed(module, spec), tmp / "fp32"), threads=threads)
+            out["onnxruntime fp32 (deployed)"] = ("fp32", lambda: ort_model.logits(xn))
+        except ImportError as exc:
+            out["onnxruntime fp32 (deployed)"] = ("fp32", f"not available: {exc}")
+        for dt in ("fp16", "bf16"):
+            try:
+                sess = _onnx_session(module, x, tmp / f"{dt}.onnx", dt, threads)
+                out[f"onnxruntime {dt}"] = (dt, lambda s=sess: s.run(None, {"clips": xn}))
+            except Exception as exc:  # noqa: BLE001 - any failure is the measurement ("not supported: <why>")
+                out[f"onnxruntime {dt}"] = (
+                    dt,
+                    f"not supported: {type(exc).__name__}: {str(exc).strip()[:300]}",
+                )
     if compile_too:
         import torch._inductor.config as inductor_config  # only for the optional compiled rows
 

@@ -63,7 +63,7 @@ from modistill.data.normalize import normalize_frames  # noqa: E402
 from modistill.data.sampling import sample_indices  # noqa: E402
 from modistill.data.video import read_video_frames, video_frame_count, write_video  # noqa: E402
 from modistill.deploy import DeployedModel  # noqa: E402
-from modistill.deploy.precision import prepare_module, resolve_dtype  # noqa: E402
+from modistill.deploy.precision import BF16_CPU_FLAGS, cpu_flags, prepare_module, resolve_dtype  # noqa: E402
 from modistill.models import MultiStreamNet, StreamSpec  # noqa: E402
 
 FIXTURE = "S001C001P001R001A001_rgb.avi"
@@ -316,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": torch.get_num_threads(),
             "machine": platform.machine(),
             "processor": platform.processor(),
+            "cpu_bf16_flags": sorted(cpu_flags() & BF16_CPU_FLAGS),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         },
         "forward": forward,
