@@ -237,8 +237,11 @@ def test_export_matches_pytorch_and_deploy_json(tiny_run, exported, capsys, monk
     from modistill.deploy import onnx as deploy_onnx
 
     assert (exported / "model.onnx").is_file()
-    d = load_deployed(tiny_run["run"])
+    d = load_deployed(tiny_run["run"], dtype="fp32")
     assert DeploySpec.load(exported / "deploy.json") == d.spec  # round trip of what predict needs
+    # The default export dtype (auto) is float32, the fastest onnxruntime runs on CPU, whatever the CPU.
+    session = deploy_onnx.OnnxPredictor(exported).session
+    assert session.get_inputs()[0].type == session.get_outputs()[0].type == "tensor(float)"
     gen = torch.Generator().manual_seed(1)
     rows = deploy_onnx.check_onnx(
         d,
@@ -260,13 +263,13 @@ def test_export_matches_pytorch_and_deploy_json(tiny_run, exported, capsys, monk
 @pytest.mark.slow
 def test_predict_equals_softmax_of_the_pytorch_model_and_onnx_agrees(tiny_run, exported, capsys):
     video = _video(tiny_run, "S001C002P003R001A002")
-    d = load_deployed(tiny_run["run"])
+    d = load_deployed(tiny_run["run"], dtype="fp32")
     clip, info = read_clip(video, d.spec)
     assert info["crop"].endswith("1|2")  # the camera's own median crop, from the NTU file name
     with torch.no_grad():
         p = torch.softmax(d.module(clip[None]), dim=1)[0]
     results = {}
-    for src in (["--run", str(tiny_run["run"])], ["--model", str(exported / "model.onnx")]):
+    for src in (["--run", str(tiny_run["run"]), "--dtype", "fp32"], ["--model", str(exported / "model.onnx")]):
         capsys.readouterr()
         assert main(["predict", str(video), *src, "--top-k", "2", "--json"]) == 0
         out = json.loads(capsys.readouterr().out)
@@ -277,6 +280,39 @@ def test_predict_equals_softmax_of_the_pytorch_model_and_onnx_agrees(tiny_run, e
             assert r["name"] == d.class_names[r["label"]]
     assert [r["label"] for r in results["--run"]["top_k"]] == [int(i) for i in p.argsort(descending=True)[:2]]
     assert results["--model"]["backend"] == "onnxruntime" and results["--run"]["crop_px"] == info["crop_px"]
+    assert results["--model"]["dtype"] == results["--run"]["dtype"] == "fp32"
+
+
+@pytest.mark.slow
+def test_predict_dtype_option(tiny_run, exported, capsys, monkeypatch):
+    """--dtype auto follows the CPU's bf16 support (mocked both ways), bf16 stays close to fp32, and an ONNX
+    export refuses bf16 (onnxruntime's CPU provider has no bf16 convolution)."""
+    from modistill.deploy import precision
+
+    video = str(_video(tiny_run, "S001C002P003R001A002"))
+    run = ["--run", str(tiny_run["run"]), "--json", "--top-k", "99"]
+
+    def predict(*extra: str) -> dict:
+        capsys.readouterr()
+        assert main(["predict", video, *run, *extra]) == 0
+        out = json.loads(capsys.readouterr().out)
+        return {"dtype": out["dtype"], "p": {r["label"]: r["probability"] for r in out["top_k"]}}
+
+    fp32, bf16 = predict("--dtype", "fp32"), predict("--dtype", "bf16")
+    assert (fp32["dtype"], bf16["dtype"]) == ("fp32", "bf16")
+    assert fp32["p"].keys() == bf16["p"].keys()
+    assert max(abs(fp32["p"][k] - bf16["p"][k]) for k in fp32["p"]) < 0.02
+    assert fp32["p"] != bf16["p"]  # it really ran in another dtype
+    for flags, want in ((frozenset({"avx512f", "amx_bf16"}), bf16), (frozenset({"avx2"}), fp32)):
+        monkeypatch.setattr(precision, "cpu_flags", lambda f=flags: f)
+        assert predict() == want  # the default is auto
+    capsys.readouterr()
+    assert main(["predict", video, "--model", str(exported), "--dtype", "bf16"]) == 2
+    assert "onnxruntime" in capsys.readouterr().err
+    assert main(["predict", video, *run, "--dtype", "fp8"]) == 2
+    assert "auto, fp32, bf16" in capsys.readouterr().err
+    assert main(["export", str(tiny_run["run"]), "--dtype", "bf16", "--out", str(tiny_run["base"] / "b")]) == 2
+    assert "onnxruntime" in capsys.readouterr().err and not (tiny_run["base"] / "b").exists()
 
 
 @pytest.mark.slow

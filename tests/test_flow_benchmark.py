@@ -26,12 +26,25 @@ def test_inference_latency_quick_run(tmp_path, capsys):
         cv2.setNumThreads(threads[1])
     res = json.loads(out.read_text())
     (video,) = res["videos"]
-    assert video["resolution"] == "320x240" and video["frames"] == 48
-    for name in ("rgb1", "rgb2", "flow2"):
-        wall = video[name]["wall"]
-        assert wall["decode"] > 0 and wall["model"] > 0
-        assert abs(wall["total"] - sum(wall[s] for s in mod.STAGES)) < 1e-9  # one repeat: total = sum
-        assert (wall["flow"] > 0) == (name == "flow2")  # only the two-stream flow model computes flow
+    assert video["resolution"] == "320x240" and video["frames"] == 48 and not video["real"]
+    assert res["dtypes"][0] == "fp32" and res["deployed_dtype"] in res["dtypes"]
+    for dtype in res["dtypes"]:
+        for name in ("rgb1", "rgb2", "flow2"):
+            wall = video[dtype][name]["wall"]
+            assert wall["decode"] > 0 and wall["model"] > 0
+            assert abs(wall["total"] - sum(wall[s] for s in mod.STAGES)) < 1e-9  # one repeat: total = sum
+            assert (wall["flow"] > 0) == (name == "flow2")  # only the two-stream flow model computes flow
+        assert 0 < res["summary"][dtype]["all"]["wall"]["flow_share_of_flow2"] < 1
     assert res["models"]["rgb2"]["params"] > res["models"]["rgb1"]["params"]
-    assert 0 < res["summary"]["wall"]["flow_share_of_flow2"] < 1
-    assert "| generated_0.avi (320x240) | flow2 |" in capsys.readouterr().out
+    # Forward efficiency: FLOPs counted twice (FlopCounterMode and the GEMM shapes) agree, each runtime is
+    # related to the peaks of its own dtype, and what cannot run says why.
+    fwd = res["forward"]["rgb2"]
+    assert fwd["flops"] == fwd["gemm_flops"] > 0
+    rows = {r["runtime"]: r for r in fwd["rows"]}
+    for name in ("pytorch fp32", "pytorch bf16 (deployed)", "onnxruntime fp32 (deployed)"):
+        r = rows[name]
+        assert r["achieved_flops"] == fwd["flops"] / r["seconds"]
+        assert r["fraction_of_square_peak"] == r["achieved_flops"] / fwd["peaks"][r["dtype"]]["square"]
+    assert "error" in rows["onnxruntime bf16"] or rows["onnxruntime bf16"]["seconds"] > 0
+    printed = capsys.readouterr().out
+    assert "| generated_0.avi (320x240) | fp32 | flow2 |" in printed and "% of model-GEMM peak" in printed

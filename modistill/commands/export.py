@@ -1,6 +1,6 @@
-"""`modistill export RUN_DIR --onnx [--out DIR] [--stage NAME] [--opset 17]`: export the deployed RGB-only
-model to ONNX and check it against PyTorch with onnxruntime (see docs/deploy.md). The stage defaults to the one
-the run's recipe deploys (step4, motion_final, hoffman_<loss>)."""
+"""`modistill export RUN_DIR --onnx [--out DIR] [--stage NAME] [--opset 17] [--dtype auto]`: export the
+deployed RGB-only model to ONNX and check it against PyTorch with onnxruntime (see docs/deploy.md). The stage
+defaults to the one the run's recipe deploys (step4, motion_final, hoffman_<loss>)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="stage to export (default: the stage the run's recipe deploys: step4, motion_final, ...)",
     )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset version (default: 17)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto (the fastest dtype onnxruntime runs on CPU: fp32), fp32, or bf16 (refused: onnxruntime's "
+        "CPU provider has no bf16 convolution) (default: auto)",
+    )
     parser.add_argument(
         "--cache",
         default=None,
@@ -46,22 +52,23 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from modistill.data.video import VideoReadError
-    from modistill.deploy import MODEL_FILE, load_deployed, read_clip
+    from modistill.deploy import MODEL_FILE, load_deployed, onnx_dtype, read_clip
     from modistill.deploy.onnx import check_onnx, export_onnx, reference_clip
 
     try:
-        deployed = load_deployed(args.run_dir, args.stage, cache=args.cache)
+        dtype = onnx_dtype(args.dtype)  # before loading: a refused dtype fails fast
+        deployed = load_deployed(args.run_dir, args.stage, cache=args.cache, dtype=dtype)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         return fail(str(exc).strip('"'))
     out = Path(args.out) if args.out else Path(args.run_dir) / f"export-{deployed.spec.stage}"
     try:
-        path = export_onnx(deployed, out, opset=args.opset)
+        path = export_onnx(deployed, out, opset=args.opset, dtype=dtype)
     except ImportError as exc:
         return fail(f"{exc} (pip install 'modistill[export]')")
     K, S, N = deployed.frames, deployed.size, len(deployed.class_names)
     print(
-        f"wrote {path} (stage {deployed.spec.stage}: input clips (batch, {K}, 3, {S}, {S}) -> logits (batch, "
-        f"{N}); streams {'+'.join(deployed.streams)} on {deployed.spec.input}) and {out / 'deploy.json'}"
+        f"wrote {path} (stage {deployed.spec.stage}, {dtype}: input clips (batch, {K}, 3, {S}, {S}) -> logits "
+        f"(batch, {N}); streams {'+'.join(deployed.streams)} on {deployed.spec.input}) and {out / 'deploy.json'}"
     )
     try:
         if args.check_video:

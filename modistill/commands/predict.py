@@ -57,6 +57,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--view", default=None, help="the camera group for the crop, e.g. S001C002")
     parser.add_argument("--cache", default=None, help="the run's prepared cache, if it moved (with --run)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto (PyTorch: bf16 where the CPU has AVX-512 BF16 / AMX, else fp32; ONNX: fp32), fp32, or bf16 "
+        "(PyTorch only) (default: auto)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object per video (JSON Lines)")
     parser.add_argument(
         "--out", default=None, metavar="FILE", help="also write every row to FILE: .jsonl (JSON Lines) or .csv"
@@ -151,11 +157,14 @@ def run(args: argparse.Namespace) -> int:
     if out is not None and out.suffix.lower() not in (".jsonl", ".json", ".ndjson", ".csv"):
         return fail(f"--out {out}: the format follows the extension: .jsonl (JSON Lines) or .csv")
     try:
-        predictor = load_predictor(run=args.run, model=args.model, stage=args.stage, cache=args.cache)
+        predictor = load_predictor(
+            run=args.run, model=args.model, stage=args.stage, cache=args.cache, dtype=args.dtype
+        )
     except (FileNotFoundError, KeyError, ValueError, ImportError) as exc:
         return fail(str(exc).strip('"'))
     backend = "onnxruntime" if args.model else "pytorch"
-    common = {"backend": backend, "model": args.model or args.run, "stage": predictor.spec.stage}
+    common = {"backend": backend, "dtype": predictor.dtype, "model": args.model or args.run,
+              "stage": predictor.spec.stage}
     rows: list[dict[str, Any]] = []
     for video, error in expand_inputs(args.videos):
         if error is None:
@@ -179,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.json:
             print(json.dumps(row, sort_keys=True))
         else:
-            _print_human(row, backend)
+            _print_human(row, f"{backend} {predictor.dtype}")
     if out is not None:
         _write_out(out, rows)
     failed = sum(not r["ok"] for r in rows)

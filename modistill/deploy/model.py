@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from modistill.data import cache as C
 from modistill.pipeline.session import open_run
 
+from .precision import prepare_module, resolve_dtype
 from .spec import CropSpec, DeploySpec, crop_from_cache
 
 __all__ = ["Deployed", "DeployedModel", "load_deployed"]
@@ -21,10 +22,12 @@ __all__ = ["Deployed", "DeployedModel", "load_deployed"]
 
 # -------------------------------------------------------------------------------------------- the model
 class DeployedModel(nn.Module):
-    """The RGB-only deployed model: ``forward(clips (B, K, 3, S, S)) -> logits (B, num_classes)``.
+    """The RGB-only deployed model: ``forward(clips (B, K, 3, S, S)) -> logits (B, num_classes)`` float32.
 
     Runs ``streams`` of ``net`` (a MultiStreamNet) with the single input ``input_key``; connections between
-    the run streams are active, the prediction is the network's fusion of them (late fusion, REF §1)."""
+    the run streams are active, the prediction is the network's fusion of them (late fusion, REF §1). The clips
+    are cast to the weights' dtype on entry and the logits back to float32 (a bf16 module, see precision.py,
+    keeps the float32 interface; for a float32 module neither cast is traced into an ONNX export)."""
 
     def __init__(self, net: nn.Module, streams: Sequence[str], input_key: str = "rgb") -> None:
         super().__init__()
@@ -35,18 +38,26 @@ class DeployedModel(nn.Module):
             )
         self.net, self.streams, self.input_key = net, tuple(streams), input_key
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
     def forward(self, clips: Tensor) -> Tensor:
-        return self.net({self.input_key: clips}, streams=self.streams).logits
+        dtype = self.dtype
+        x = clips if clips.dtype == dtype else clips.to(dtype)
+        logits = self.net({self.input_key: x}, streams=self.streams).logits
+        return logits if logits.dtype == torch.float32 else logits.float()
 
 
 @dataclass
 class Deployed:
     """A deployed model loaded from a run folder: ``module`` + its :class:`DeploySpec` (``cache``: the
-    prepared cache the run trained on, for reference clips)."""
+    prepared cache the run trained on, for reference clips; ``dtype``: "fp32" or "bf16", the module's)."""
 
     module: DeployedModel
     spec: DeploySpec
     cache: Path | None = None
+    dtype: str = "fp32"
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -72,11 +83,11 @@ class Deployed:
     def crop(self) -> CropSpec:
         return self.spec.crop
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def logits(self, clips: np.ndarray | Tensor) -> np.ndarray:
-        """``(B, K, 3, S, S)`` float32 -> ``(B, num_classes)`` logits (numpy)."""
+        """``(B, K, 3, S, S)`` float32 -> ``(B, num_classes)`` float32 logits (numpy), computed in ``dtype``."""
         dev = next(self.module.parameters()).device
-        return self.module(torch.as_tensor(clips, dtype=torch.float32, device=dev)).float().cpu().numpy()
+        return self.module(torch.as_tensor(clips, dtype=torch.float32, device=dev)).cpu().numpy()
 
 
 def load_deployed(
@@ -85,12 +96,16 @@ def load_deployed(
     *,
     cache: str | os.PathLike | None = None,
     device: str = "cpu",
+    dtype: str = "auto",
 ) -> Deployed:
     """The deployed model of ``stage`` of a run folder, with the best weights, in eval mode.
 
     ``stage`` defaults to the stage the run's recipe deploys (``step4``, ``motion_final``, ``hoffman_<loss>``:
     `modistill.pipeline.session.deployed_stage`). ``cache`` overrides the run's ``data.cache`` (its
-    ``cache_config.json`` gives S and the class names, its index the crop)."""
+    ``cache_config.json`` gives S and the class names, its index the crop).
+    ``dtype``: "auto" (the fastest the device offers: bf16 on a CPU with AVX-512 BF16 / AMX, see
+    precision.py), "fp32" or "bf16"; the weights are converted to it (load "fp32" to export)."""
+    dtype = resolve_dtype(dtype, device)
     handle = open_run(run_dir)
     stage = stage or handle.deployed_stage
     ev = handle.stage(stage).stage.evaluate
@@ -117,5 +132,5 @@ def load_deployed(
         input=ev.inputs[0],
         run_dir=str(Path(run_dir).resolve()),
     )
-    module = DeployedModel(handle.model(stage), ev.streams, ev.inputs[0]).to(device).eval()
-    return Deployed(module, spec, root)
+    module = DeployedModel(handle.model(stage), ev.streams, ev.inputs[0]).to(device)
+    return Deployed(prepare_module(module, dtype), spec, root, dtype)

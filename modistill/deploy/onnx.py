@@ -21,6 +21,7 @@ from modistill.data.sampling import sample_indices
 from modistill.data.splits import source_kind
 
 from .model import Deployed
+from .precision import DeployDtypeError, onnx_dtype
 from .preprocess import preprocess_frames, read_clip
 from .spec import DEPLOY_FILE, MODEL_FILE, DeploySpec
 
@@ -37,9 +38,12 @@ def _ort():
 
 class OnnxPredictor:
     """An exported model run by onnxruntime: ``logits(clips (B, K, 3, S, S)) -> (B, num_classes)``; ``spec``
-    is read from the ``deploy.json`` next to ``model.onnx``."""
+    is read from the ``deploy.json`` next to ``model.onnx``; ``threads``: onnxruntime's intra-op threads (None:
+    its default, all cores). Runs float32 (the export's dtype, see precision.py)."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    dtype = "fp32"
+
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None) -> None:
         ort = _ort()
         path = Path(path)
         if path.is_dir():
@@ -48,7 +52,10 @@ class OnnxPredictor:
             raise FileNotFoundError(f"{path}: ONNX model not found")
         self.path = path
         self.spec = DeploySpec.load(path.with_name(DEPLOY_FILE))
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        opts = ort.SessionOptions()
+        if threads is not None:
+            opts.intra_op_num_threads = opts.inter_op_num_threads = int(threads)
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
     def logits(self, clips: np.ndarray | Tensor) -> np.ndarray:
@@ -56,12 +63,22 @@ class OnnxPredictor:
         return self.session.run(None, {self.input_name: x})[0]
 
 
-def export_onnx(deployed: Deployed, out_dir: str | os.PathLike, *, opset: int = 17) -> Path:
+def export_onnx(
+    deployed: Deployed, out_dir: str | os.PathLike, *, opset: int = 17, dtype: str = "auto"
+) -> Path:
     """Write ``out_dir/model.onnx`` (input ``clips`` (batch, K, 3, S, S), output ``logits`` (batch, classes),
     dynamic batch axis) and ``out_dir/deploy.json``; returns the model path.
 
     Uses the TorchScript-based exporter (``dynamo=False``): the torch.export-based default of torch >= 2.9
-    needs the ``onnxscript`` package. K and S are fixed: the temporal convs were trained on K-frame clips."""
+    needs the ``onnxscript`` package. K and S are fixed: the temporal convs were trained on K-frame clips.
+    ``dtype``: "auto" and "fp32" export float32, the fastest dtype onnxruntime runs on CPU; "bf16" is refused
+    (:func:`~modistill.deploy.precision.onnx_dtype`). ``deployed`` must be float32 (``load_deployed(...,
+    dtype="fp32")``): weights already rounded to bf16 would be exported rounded."""
+    onnx_dtype(dtype)
+    if deployed.dtype != "fp32":
+        raise DeployDtypeError(
+            f"the deployed model is {deployed.dtype}; export needs its float32 weights (load it with dtype='fp32')"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = deployed.module.cpu().eval()

@@ -1,0 +1,100 @@
+"""The deployed model's dtype (modistill.deploy.precision): auto-selection from the CPU's flags (mocked both
+ways), the bf16 module against fp32 on a tiny model, and the refusals (unknown dtype, bf16 ONNX)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from modistill.core.errors import ModistillError
+from modistill.deploy import DeployedModel
+from modistill.deploy import precision as P
+from modistill.models import Connection, MultiStreamNet, StreamSpec
+
+# Excerpts of /proc/cpuinfo: a Sapphire-Rapids-class x86 (AMX + AVX-512 BF16), an AVX2-only x86, an ARM core.
+X86_AMX = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\nbogomips\t: 4000\n"
+X86_AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
+ARM = "processor\t: 0\nFeatures\t: fp asimd evtstrm bf16\n"
+
+
+def test_cpu_flags_parsed_from_cpuinfo(tmp_path):
+    for text, want in ((X86_AMX, {"avx512_bf16", "amx_bf16", "avx2"}), (ARM, {"asimd", "bf16"})):
+        (tmp_path / "cpuinfo").write_text(text)
+        assert want <= P.cpu_flags(tmp_path / "cpuinfo")
+    assert P.cpu_flags(tmp_path / "missing") == frozenset()  # unreadable: no flags, so fp32
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "want"),
+    [(X86_AMX, "bf16"), (X86_AVX2, "fp32"), (ARM, "fp32"), ("", "fp32")],
+)
+def test_auto_picks_bf16_only_with_native_bf16(tmp_path, monkeypatch, cpuinfo, want):
+    (tmp_path / "cpuinfo").write_text(cpuinfo)
+    flags = P.cpu_flags(tmp_path / "cpuinfo")
+    assert P.fastest_dtype("cpu", flags) == want
+    # The default path reads the machine's flags through cpu_flags(): mock it both ways.
+    monkeypatch.setattr(P, "cpu_flags", lambda: flags)
+    assert P.resolve_dtype("auto") == want
+    assert P.resolve_dtype("fp32") == "fp32" and P.resolve_dtype("bf16") == "bf16"  # forced: as asked
+
+
+def test_either_bf16_flag_alone_is_enough():
+    assert P.fastest_dtype("cpu", {"avx512f", "avx512_bf16"}) == "bf16"  # Cooper Lake / Zen 4: no AMX
+    assert P.fastest_dtype("cpu", {"amx_bf16"}) == "bf16"
+    assert P.fastest_dtype("cpu", {"avx512f", "avx512_fp16"}) == "fp32"  # fp16 is not bf16
+    assert P.fastest_dtype("meta", {"amx_bf16"}) == "fp32"  # other devices: the safe choice
+
+
+def test_unknown_dtype_and_bf16_onnx_are_refused():
+    with pytest.raises(P.DeployDtypeError, match="expected one of auto, fp32, bf16"):
+        P.resolve_dtype("fp8")
+    assert issubclass(P.DeployDtypeError, ModistillError) and issubclass(P.DeployDtypeError, ValueError)
+    assert P.onnx_dtype("auto") == P.onnx_dtype("fp32") == "fp32"
+    with pytest.raises(P.DeployDtypeError, match="onnxruntime"):
+        P.onnx_dtype("bf16")
+    with pytest.raises(P.DeployDtypeError, match="expected one of"):
+        P.onnx_dtype("half")
+
+
+def _tiny_deployed() -> DeployedModel:
+    """Two RGB-reading streams with hall -> rgb connections and late fusion: step 4's shape, tiny."""
+    torch.manual_seed(0)
+    spec = StreamSpec(backbone="resnet18", modality="rgb", width=0.125)
+    net = MultiStreamNet({"rgb": spec, "hall": spec}, 5, [Connection("hall", "rgb", (1, 2, 3, 4))])
+    model = DeployedModel(net, ("rgb", "hall"))
+    # Random init gives near-zero, near-tied logits; spread the classifier so the comparison means something.
+    for stream in net.streams.values():
+        torch.nn.init.normal_(stream.backbone.fc.weight, std=2.0)
+    return model.eval()
+
+
+def test_bf16_module_is_close_to_fp32_and_keeps_the_float32_interface():
+    fp32 = P.prepare_module(_tiny_deployed(), "fp32")
+    bf16 = P.prepare_module(copy.deepcopy(fp32), "bf16")
+    assert fp32.dtype == torch.float32 and bf16.dtype == torch.bfloat16
+    assert all(p.dtype == torch.bfloat16 for p in bf16.parameters())
+    conv = bf16.net.streams["rgb"].backbone.conv1.weight  # weights in channels_last, like the activations
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    x = torch.randn(6, 3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ref, got = fp32(x), bf16(x)
+    assert got.dtype == torch.float32 and got.shape == ref.shape == (6, 5)
+    scale = float(ref.abs().max())
+    assert scale > 1.0
+    # bf16 keeps 8 significant bits (relative rounding 2^-9 per value); through ~20 layers the logits stay within
+    # a few percent of their scale, and well away from zero difference (it really ran in bf16).
+    diff = float((got - ref).abs().max())
+    assert 1e-4 * scale < diff < 0.05 * scale, (diff, scale)
+    assert torch.equal(got.argmax(1), ref.argmax(1))
+
+
+def test_fp32_preparation_changes_no_value():
+    """channels_last weights are a layout change only: the fp32 deployed logits equal the network's."""
+    model = _tiny_deployed()
+    x = torch.randn(2, 3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        before = model.net({"rgb": x}, streams=("rgb", "hall")).logits
+        after = P.prepare_module(copy.deepcopy(model), "fp32")(x)
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-6)
