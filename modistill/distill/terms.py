@@ -31,7 +31,7 @@ DistillKind = Literal["hall", "gd", "eq7"]
 
 # Default weight lambda_l of eq. 3 on the last stage with the per-sample squared norm ("sample"), chosen on the
 # demo's validation split as the paper chose alpha (docs/losses.md, "Choosing the weight").
-HALL_WEIGHT = 0.1
+HALL_WEIGHT = 0.01
 
 
 @dataclass
