@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import ModelConfigError
 from .resnet import ResNet
 
 __all__ = ["PretextNet", "PretextOutput", "pretext_loss", "balanced_part_weights", "joint_cells", "NUM_JOINTS"]
@@ -57,7 +58,7 @@ class PretextNet(nn.Module):
     ) -> None:
         super().__init__()
         if trunk.fc.out_features != NUM_JOINTS * grid * grid:
-            raise ValueError(f"the trunk's fc must have {NUM_JOINTS * grid * grid} outputs (25 joints x "
+            raise ModelConfigError(f"the trunk's fc must have {NUM_JOINTS * grid * grid} outputs (25 joints x "
                              f"{grid}x{grid} cells), got {trunk.fc}")
         self.trunk = trunk
         self.grid = int(grid)
