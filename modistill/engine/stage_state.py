@@ -175,6 +175,10 @@ def setup_stage(
                 device_ids=[dev.index] if dev.type == "cuda" else None,
                 find_unused_parameters=cfg.find_unused_parameters,
             )
+        if cfg.compile:
+            # Compiling the DDP wrapper lets dynamo split graphs at the gradient buckets (DDPOptimizer);
+            # `unwrap_model` sees through both wrappers, so checkpoints and evaluation use the plain module.
+            st.net = torch.compile(st.net)
     except BaseException:
         st.logger.close()
         raise
@@ -216,7 +220,9 @@ def _resume(st: StageState) -> None:
 
 def _warn_config_drift(saved: dict[str, Any], cfg: TrainConfig) -> None:
     """Resuming with different optimisation settings is allowed (e.g. more epochs) but worth a warning."""
-    harmless = {"epochs", "progress", "log_every", "num_workers", "tensorboard", "device", "eval_batch_size"}
+    harmless = {
+        "epochs", "progress", "log_every", "num_workers", "tensorboard", "device", "eval_batch_size", "compile"
+    }  # fmt: skip
     now = cfg.to_dict()
     changed = sorted(k for k in now if k not in harmless and k in saved and saved[k] != now[k])
     if changed and D.is_main():

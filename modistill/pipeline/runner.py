@@ -55,7 +55,7 @@ log = logging.getLogger("modistill.recipes")
 DatasetFactory = Callable[[str, tuple[str, ...], bool], Dataset]
 
 # Settings that change how a run looks, not what it computes: left out of stage keys.
-_NON_SEMANTIC = ("progress", "log_every", "num_workers", "device", "tensorboard", "eval_batch_size")
+_NON_SEMANTIC = ("progress", "log_every", "num_workers", "device", "tensorboard", "eval_batch_size", "compile")
 _MODALITY_CHANNELS = {"rgb": 3, "depth": 3, "flow": 2}
 
 
