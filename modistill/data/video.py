@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 
 from modistill.core.errors import ModistillError
+
+if TYPE_CHECKING:
+    import av
+
+
+def _av():
+    """PyAV, imported on first use: `modistill.data` (caches, datasets, training from a prepared cache) must
+    import on machines without PyAV, such as a GPU box that only trains; only decoding and writing need it."""
+    import av
+
+    return av
 
 __all__ = ["VideoReadError", "read_video_frames", "video_frame_count", "write_video"]
 
@@ -20,6 +31,7 @@ class VideoReadError(ModistillError, ValueError):
 def _open(path: Path) -> av.container.InputContainer:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: video file not found")
+    av = _av()
     try:
         container = av.open(str(path), mode="r")
     except (av.FFmpegError, OSError) as e:
@@ -38,6 +50,7 @@ def video_frame_count(path: str | Path) -> int:
     decoded. For intra/inter-coded streams without frame reordering loss this equals the decoded count.
     """
     path = Path(path)
+    av = _av()
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -74,6 +87,7 @@ def read_video_frames(
         want = np.asarray(indices, dtype=np.int64).reshape(-1)
         if want.size and want.min() < 0:
             raise VideoReadError(f"{path}: negative frame index {int(want.min())}")
+    av = _av()
     container = _open(path)
     frames: dict[int, np.ndarray] = {}
     all_frames: list[np.ndarray] = []
@@ -130,6 +144,7 @@ def write_video(path: str | Path, frames: np.ndarray, *, fps: int = 30, codec: s
     if h % 2 or w % 2:
         raise ValueError(f"{path}: frame size {w}x{h} must be even for yuv420p")
     path.parent.mkdir(parents=True, exist_ok=True)
+    av = _av()
     with av.open(str(path), mode="w") as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
