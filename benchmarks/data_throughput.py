@@ -60,14 +60,17 @@ def bench_prepare(src: Path, work: Path, opts: PrepareOptions, workers: int) -> 
     return {"workers": workers, "samples": n, "seconds": dt, "samples_per_s": n / dt, "cache": str(out)}
 
 
-def bench_loader(cache: Path, workers: int, batch: int, batches: int, frames: int) -> dict:
+def bench_loader(
+    cache: Path, workers: int, batch: int, batches: int, frames: int, output: str = "uint8"
+) -> dict:
     """Steady-state clips/s: one long epoch (sampling with replacement) so worker start-up is paid once,
-    and the first batch (which pays it) is not timed."""
+    and the first batch (which pays it) is not timed. ``output="uint8"`` (what the pipeline uses) includes the
+    dataset's `device_transform` in the main process, as the engine applies it (here the device is the CPU)."""
     import torch
 
     from modistill.data.dataset import CachedClipDataset
 
-    ds = CachedClipDataset(cache, None, frames=frames, train=True)
+    ds = CachedClipDataset(cache, None, frames=frames, train=True, output=output)
     sampler = torch.utils.data.RandomSampler(ds, replacement=True, num_samples=batch * (batches + 1))
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers)
     n_clips, t0 = 0, None
@@ -75,9 +78,18 @@ def bench_loader(cache: Path, workers: int, batch: int, batches: int, frames: in
         if t0 is None:
             t0 = time.perf_counter()
             continue
+        if ds.device_transform is not None:
+            b = ds.device_transform(b)
         n_clips += b["rgb"].shape[0]
     dt = time.perf_counter() - t0
-    return {"workers": workers, "batch": batch, "clips": n_clips, "seconds": dt, "clips_per_s": n_clips / dt}
+    return {
+        "workers": workers,
+        "batch": batch,
+        "output": output,
+        "clips": n_clips,
+        "seconds": dt,
+        "clips_per_s": n_clips / dt,
+    }
 
 
 def bench_ntu_decode(frames: int, size: int) -> dict | None:
@@ -207,7 +219,9 @@ def table(result: dict) -> str:
             f"| prepare ({p['samples']} samples) | {p['workers']} | {p['samples_per_s']:.2f} samples/s |"
         )
     for q in result["loader"]:
-        lines.append(f"| loader (batch {q['batch']}, T={result['frames_per_clip']}) | {q['workers']} "
+        what = {"uint8": "uint8 items + normalisation in the main process", "float": "float items"}
+        kind = what[q.get("output", "float")]
+        lines.append(f"| loader (batch {q['batch']}, T={result['frames_per_clip']}, {kind}) | {q['workers']} "
                      f"| {q['clips_per_s']:.1f} clips/s |")  # fmt: skip
     d = result["ntu_decode"]
     if d:
@@ -307,9 +321,13 @@ def main(argv: list[str] | None = None) -> int:
             rate = f"{p['samples_per_s']:.2f} samples/s ({p['seconds']:.1f} s)"
             print(f"prepare, {p['workers']} worker(s): {rate}")
         cache = Path(prep[0]["cache"])
-        loader = [bench_loader(cache, w, 8, batches, args.clip_frames) for w in (0, 1, 2)]
+        loader = [
+            bench_loader(cache, w, 8, batches, args.clip_frames, o)
+            for o in ("uint8", "float")
+            for w in (0, 1, 2)
+        ]
         for q in loader:
-            print(f"loader, {q['workers']} worker(s): {q['clips_per_s']:.1f} clips/s")
+            print(f"loader ({q['output']} items), {q['workers']} worker(s): {q['clips_per_s']:.1f} clips/s")
         result = {
             "quick": args.quick,
             "machine": {

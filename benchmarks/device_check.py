@@ -19,11 +19,11 @@ Sections (the GPU sizes; --quick shrinks every model and image to seconds on a C
    CachedClipDataset(output="uint8") with N workers, pinned memory, non-blocking copies and normalisation on
    the device (what the engine does), in clips/s against what the fastest two-stream ResNet-50 step consumes;
    the host-normalised float path at the largest N for comparison; device vs host normalisation difference.
-5. torchrun: `python -m torch.distributed.run --nproc_per_node 1` (nccl on CUDA, gloo on CPU) of the garcia
+5. onnx: the deployed RGB-only model (step 4: rgb + hall streams), exported to ONNX, onnxruntime (CUDA
+   provider when installed, else CPU) against PyTorch on the device (fp32, TF32 off).
+6. torchrun: `python -m torch.distributed.run --nproc_per_node 1` (nccl on CUDA, gloo on CPU) of the garcia
    recipe's step1_rgb on a tiny cache, killed after epoch 1, resumed, and compared with an uninterrupted run;
    a DDP step on the same process group counts "Grad strides do not match bucket view strides" warnings.
-6. onnx: the deployed RGB-only model (step 4: rgb + hall streams), exported to ONNX, onnxruntime (CUDA
-   provider when installed, else CPU) against PyTorch on the device (fp32, TF32 off).
 7. compile: torch.compile twins of the model rows, most important first, as long as the budget lasts.
 
 Targets (measured in the same run): two-stream step >= 90 % of the throughput of two plain ResNet steps on
@@ -184,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         ("matmul", S.matmul, 5),
         ("model", S.model, 20),
         ("loader", S.loader, 20),
-        ("torchrun", S.torchrun_section, 30),
         ("onnx", S.onnx_section, 20),
+        ("torchrun", S.torchrun_section, 30),  # after ONNX: a hanging process group costs only what follows
         ("compile", S.compile_section, 30),
     ]
     try:

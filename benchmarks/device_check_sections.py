@@ -349,10 +349,14 @@ def torchrun_section(ctx: dict, entry: dict) -> dict:
     entry["data"] = out
     exp = _tiny_experiment(work, device, "run_resumed")
     row = work / "row.json"
-    p = ctx["torchrun"]("crash", exp, row, device, 300)
+
+    def launch(phase: str, exp_file: Path):  # each phase may take what is left, less a margin for the rest
+        return ctx["torchrun"](phase, exp_file, row, device, max(30.0, min(180.0, ctx["report"].left() - 30)))
+
+    p = launch("crash", exp)
     out["crash_exit"] = p.returncode
     out["crash_left_checkpoint"] = any((work / "run_resumed").glob("stages/*/checkpoints/last.json"))
-    p = ctx["torchrun"]("resume", exp, row, device, 300)
+    p = launch("resume", exp)
     if p.returncode != 0:
         raise RuntimeError(f"resume phase failed ({p.returncode}):\n{p.stdout[-1500:]}\n{p.stderr[-1500:]}")
     out["resume"] = json.loads(row.read_text())
@@ -360,7 +364,7 @@ def torchrun_section(ctx: dict, entry: dict) -> dict:
     out["test_lines"] = p.stderr.count("step1_rgb: test accuracy")
     out["stride_warnings_in_output"] = p.stderr.count(STRIDE_WARNING)
     fresh = _tiny_experiment(work, device, "run_fresh")
-    p = ctx["torchrun"]("fresh", fresh, row, device, 300)
+    p = launch("fresh", fresh)
     if p.returncode != 0:
         raise RuntimeError(f"fresh phase failed ({p.returncode}):\n{p.stdout[-1500:]}\n{p.stderr[-1500:]}")
     a = load_file(str(Path(out["resume"]["stage_dir"]) / "checkpoints" / "last.safetensors"))
