@@ -48,6 +48,12 @@ def worker(args: argparse.Namespace) -> None:
     from modistill.models import Connection, MultiStreamNet, StreamSpec
 
     info = D.init_distributed(args.device)
+    own_group = not torch.distributed.is_initialized()
+    if own_group:  # one process: the engine skips the group, but DDP needs one (nccl on CUDA, gloo on CPU)
+        if args.device.startswith("cuda"):
+            torch.cuda.set_device(info.local_rank)
+        backend = "nccl" if args.device.startswith("cuda") else "gloo"
+        torch.distributed.init_process_group(backend, init_method="env://", rank=0, world_size=1)
     dev = torch.device("cuda", info.local_rank) if args.device.startswith("cuda") else torch.device("cpu")
     torch.manual_seed(0)
     specs = {n: StreamSpec(args.backbone, n, args.width) for n in ("rgb", "depth")}
@@ -79,20 +85,22 @@ def worker(args: argparse.Namespace) -> None:
                 times.append(time.perf_counter() - t0)
     n_warn = sum(WARNING in str(w.message) for w in caught)
     step = sorted(times)[len(times) // 2]
-    if D.is_main():
+    if info.rank == 0:
         row = {
             "layout": args.layout,
-            "world_size": info.world_size,
+            "world_size": torch.distributed.get_world_size(),
             "backend": torch.distributed.get_backend(),
             "device": str(dev),
             "model": f"{args.backbone} w{args.width:g} two-stream {args.size}px T{args.frames}",
             "per_rank_batch": args.batch,
             "threads_per_rank": torch.get_num_threads(),
             "step_s": step,
-            "clips_per_s": args.batch * info.world_size / step,
+            "clips_per_s": args.batch * torch.distributed.get_world_size() / step,
             "grad_stride_warnings": n_warn,
         }
         Path(args.row).write_text(json.dumps(row) + "\n")
+    if own_group:
+        torch.distributed.destroy_process_group()
     D.cleanup()
 
 

@@ -99,7 +99,9 @@ def normalize_flow_frames(frames: Tensor) -> Tensor:
     b; centred first so that a uint8 flip (255 - q) is an exact negation (see `flow.dequantize_flow`).
     """
     if frames.dtype != torch.uint8 or frames.dim() < 3 or frames.shape[-1] % 2:
-        raise ValueError(f"flow frames must be uint8 (..., H, W, 2L), got {frames.dtype} {tuple(frames.shape)}")
+        raise ValueError(
+            f"flow frames must be uint8 (..., H, W, 2L), got {frames.dtype} {tuple(frames.shape)}"
+        )
     return frames.movedim(-1, -3).float().sub_(127.5).div_(127.5)
 
 
