@@ -132,16 +132,27 @@ def _model_configs(sz: Sizes, compile_: bool = False) -> list:
     return out
 
 
-def _row(cfg, ctx: dict, entry: dict, label_suffix: str = "") -> dict:
+def _row(cfg, ctx: dict, entry: dict, label_suffix: str = "") -> dict | None:
+    """One training-step row, written at once; a row that fails (e.g. out of memory) is recorded, not raised."""
     import torch
 
     dev, sz = ctx["dev"], ctx["sizes"]
-    row = MT.run_config(cfg, dev, warmup=sz.warmup, iters=sz.iters, compile_backend=sz.compile_backend)
+    data = entry.setdefault("data", {})
+    try:
+        row = MT.run_config(cfg, dev, warmup=sz.warmup, iters=sz.iters, compile_backend=sz.compile_backend)
+    except Exception as exc:
+        data.setdefault("row_errors", []).append(
+            {"label": cfg.label + label_suffix, "error": f"{exc!r}"[:500]}
+        )
+        print(f"  {cfg.label + label_suffix}: ERROR {exc!r}"[:300], flush=True)
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        return None
     row["label"] += label_suffix
     row["clips_per_s"] = cfg.batch / row["step_s"]
     if dev.type == "cuda":
         torch.cuda.empty_cache()
-    entry.setdefault("data", {}).setdefault("rows", []).append(row)
+    data.setdefault("rows", []).append(row)
     ctx["report"].write()
     print(
         f"  {row['label']:<56} {row['step_s'] * 1e3:8.1f} ms  {row['clips_per_s']:8.1f} clips/s", flush=True
@@ -161,6 +172,8 @@ def model(ctx: dict, entry: dict) -> dict:
             _row(_model_configs(ctx["sizes"])[0], ctx, entry, " deterministic")
         finally:
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = det, bench
+    if not entry["data"].get("rows"):
+        raise RuntimeError(f"every training-step row failed: {entry['data'].get('row_errors')}")
     return entry["data"]
 
 
@@ -174,8 +187,9 @@ def compile_section(ctx: dict, entry: dict) -> dict:
             )
             break
         row = _row(cfg, ctx, entry)
-        rows.append(row)
-        est = max(est, 1.5 * (row["compile_s"] or 0) + 10)
+        if row is not None:
+            rows.append(row)
+            est = max(est, 1.5 * (row["compile_s"] or 0) + 10)
     return entry.get("data", {"rows": rows})
 
 
@@ -517,6 +531,9 @@ def markdown(data: dict, goal: dict) -> str:
                 f"| {r['label']} | {r['step_s'] * 1e3:.1f} | {r['clips_per_s']:.1f} | {r['frames_per_s']:.0f} "
                 f"| {r['achieved_flops'] / 1e12:.3g} | {r['peak_mem_bytes'] / 2**30:.2f} | {comp} |"
             )
+    for name in ("model", "compile"):
+        for e in sec.get(name, {}).get("data", {}).get("row_errors", []):
+            lines.append(f"| {e['label']} | error: {e['error'][:150].replace('|', '/')} | | | | | |")
     ld = sec.get("loader", {}).get("data")
     if ld and ld.get("rows"):
         lines += [
