@@ -18,6 +18,8 @@ Usage::
     python benchmarks/model_throughput.py --quick                 # smoke test, tiny models, a few seconds
     python benchmarks/model_throughput.py                         # the full set (minutes on 2 CPU cores)
     python benchmarks/model_throughput.py --device cuda --out benchmarks/results/model_throughput.json
+    python benchmarks/model_throughput.py --compile --only "resnet18 w1 112px T5 B2 2-stream" \
+        --out benchmarks/results/model_throughput_compile.json --md /tmp/compile.md    # torch.compile vs eager
 
 Targets reported against (2 CPU cores, ResNet-18 two-stream training step at 112 x 112): >= 80% of the fp32
 matmul FLOP/s, and bf16 autocast >= 1.6x the fp32 frames/s.
@@ -60,6 +62,7 @@ class Config:
     streams: int = 2
     dtype: str = "fp32"  # "fp32" | "bf16" (autocast)
     channels_last: bool = True
+    compile: bool = False  # torch.compile (inductor) the model; the first call's compile time is reported
 
     @property
     def label(self) -> str:
@@ -67,6 +70,7 @@ class Config:
         return (
             f"{self.backbone} w{self.width:g} {self.size}px T{self.frames} B{self.batch} {kind} {self.dtype}"
             + ("" if self.channels_last else " nchw")
+            + (" compiled" if self.compile else "")
         )
 
 
@@ -145,24 +149,36 @@ def _maxrss_bytes() -> int:
     return rss if sys.platform == "darwin" else rss * 1024  # Linux reports KiB
 
 
-def run_config(cfg: Config, device: torch.device, warmup: int = 2, iters: int = 5) -> dict[str, object]:
-    """Time ``iters`` training steps (after ``warmup``) of one configuration; return its result row."""
+def run_config(
+    cfg: Config, device: torch.device, warmup: int = 2, iters: int = 5, compile_backend: str = "inductor"
+) -> dict[str, object]:
+    """Time ``iters`` training steps (after ``warmup``) of one configuration; return its result row.
+
+    ``compile_backend`` is torch.compile's backend for ``cfg.compile`` rows ("inductor": the real thing;
+    "aot_eager": the same tracing without code generation, for smoke tests)."""
     rss0 = _maxrss_bytes()
     torch.manual_seed(0)
     model = build(cfg).to(device)
     if cfg.channels_last:
-        # Parameters in channels_last too (inputs alone are not enough on CPU: mismatched weight layouts
-        # cost a reorder per call). The library keeps parameters contiguous by default so that state_dicts
-        # stay saveable with safetensors, which refuses non-contiguous tensors.
+        # Parameters in channels_last too, as the training engine stores them (engine.utils
+        # match_memory_format): mismatched weight layouts cost a reorder per call, and DDP warns about them.
         model = model.to(memory_format=torch.channels_last)
     model.train()
     inputs, labels = make_inputs(cfg, device)
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter:  # counted on the eager model (dynamo hides the ops)
         _step(model, inputs, labels, cfg, device)
     flops = counter.get_total_flops()
     model.zero_grad(set_to_none=True)
-    for _ in range(warmup):
-        _step(model, inputs, labels, cfg, device)
+    if cfg.compile:
+        torch._dynamo.reset()  # fresh caches: the recompile limit counts per code object, across models
+    run = torch.compile(model, backend=compile_backend) if cfg.compile else model
+    compile_s = None
+    for i in range(max(warmup, 1 if cfg.compile else 0)):
+        t0 = time.perf_counter()
+        _step(run, inputs, labels, cfg, device)
+        _sync(device)
+        if i == 0 and cfg.compile:
+            compile_s = time.perf_counter() - t0  # the first call compiles forward and backward
         model.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -170,7 +186,7 @@ def run_config(cfg: Config, device: torch.device, warmup: int = 2, iters: int = 
     times = []
     for _ in range(iters):
         t0 = time.perf_counter()
-        _step(model, inputs, labels, cfg, device)
+        _step(run, inputs, labels, cfg, device)
         _sync(device)
         times.append(time.perf_counter() - t0)
         model.zero_grad(set_to_none=True)
@@ -190,15 +206,17 @@ def run_config(cfg: Config, device: torch.device, warmup: int = 2, iters: int = 
         "achieved_flops": flops / step,
         "peak_mem_bytes": peak,
         "mem_kind": mem_kind,
+        "compile_s": compile_s,
+        "compile_backend": compile_backend if cfg.compile else None,
     }
 
 
-def default_configs(quick: bool) -> list[Config]:
+def default_configs(quick: bool, compile_: bool = False) -> list[Config]:
+    """The benchmark set; `compile_` adds torch.compile twins of the ResNet-18 plain / two-stream rows."""
     if quick:
         base = Config(backbone="resnet18", width=0.125, size=32, frames=2, batch=1)
-        return [
-            Config(**{**asdict(base), "streams": s, "dtype": d}) for s in (0, 2) for d in ("fp32", "bf16")
-        ]
+        out = [Config(**{**asdict(base), "streams": s, "dtype": d}) for s in (0, 2) for d in ("fp32", "bf16")]
+        return out + ([Config(**{**asdict(base), "compile": True})] if compile_ else [])
     out = []
     for backbone in ("resnet18", "resnet50"):
         for s in (0, 1, 2, 3):
@@ -206,6 +224,12 @@ def default_configs(quick: bool) -> list[Config]:
                 out.append(Config(backbone=backbone, streams=s, dtype=d))
     out.append(Config(backbone="resnet18", streams=2, dtype="fp32", channels_last=False))
     out.append(Config(backbone="resnet18", width=0.5, streams=2, dtype="fp32"))
+    if compile_:
+        out += [
+            Config(backbone="resnet18", streams=s, dtype=d, compile=True)
+            for s in (0, 2)
+            for d in ("fp32", "bf16")
+        ]
     return out
 
 
@@ -214,7 +238,14 @@ def summarise(rows: list[dict], peaks: dict[str, float]) -> dict[str, object]:
     for r in rows:
         r["fraction_of_fp32_matmul"] = r["achieved_flops"] / peaks["fp32"]
         r["fraction_of_own_dtype_matmul"] = r["achieved_flops"] / peaks[r["dtype"]]
-    key = {"backbone": "resnet18", "width": 1.0, "size": 112, "streams": 2, "channels_last": True}
+    key = {
+        "backbone": "resnet18",
+        "width": 1.0,
+        "size": 112,
+        "streams": 2,
+        "channels_last": True,
+        "compile": False,
+    }
 
     def find(dtype: str) -> dict | None:
         for r in rows:
@@ -237,9 +268,15 @@ def summarise(rows: list[dict], peaks: dict[str, float]) -> dict[str, object]:
         if r["streams"] == 1:
             for p in rows:
                 if p["streams"] == 0 and all(
-                    p[k] == r[k] for k in ("backbone", "width", "size", "frames", "dtype")
+                    p[k] == r[k] for k in ("backbone", "width", "size", "frames", "dtype", "compile")
                 ):
                     r["vs_plain2d_frames_per_s"] = r["frames_per_s"] / p["frames_per_s"]
+    # torch.compile: each compiled row against its eager twin.
+    for r in rows:
+        if r.get("compile"):
+            for e in rows:
+                if not e.get("compile") and all(e[k] == r[k] for k in asdict(Config()) if k != "compile"):
+                    r["compile_speedup"] = r["frames_per_s"] / e["frames_per_s"]
     return targets
 
 
@@ -281,6 +318,20 @@ def markdown(result: dict) -> str:
         )
     if not ("fp32_fraction" in t or "bf16_speedup" in t):
         lines.append("- not measured in this run (the target configuration is not in the set)")
+    compiled = [r for r in result["results"] if r.get("compile")]
+    if compiled:
+        lines += [
+            "",
+            "torch.compile (inductor, default mode) against the same configuration in eager mode:",
+            "",
+        ]
+        for r in compiled:
+            vs = (
+                f"{r['compile_speedup']:.2f}x eager"
+                if "compile_speedup" in r
+                else "no eager twin in this run"
+            )
+            lines.append(f"- {r['label']}: {vs}; first call (compilation) {r['compile_s']:.1f} s")
     return "\n".join(lines) + "\n"
 
 
@@ -295,12 +346,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
     ap.add_argument("--only", default=None, help="substring filter on configuration labels")
     ap.add_argument("--matmul-size", type=int, default=None, help="n of the n x n peak matmul (default 2048)")
+    ap.add_argument("--compile", action="store_true", help="add torch.compile twins of the ResNet-18 rows")
     args = ap.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.threads:
         torch.set_num_threads(args.threads)
     iters = args.iters or (2 if args.quick else 5)
-    configs = [c for c in default_configs(args.quick) if not args.only or args.only in c.label]
+    configs = [c for c in default_configs(args.quick, args.compile) if not args.only or args.only in c.label]
     if not configs:
         print(f"no configuration matches --only {args.only!r}", file=sys.stderr)
         return 2

@@ -221,6 +221,11 @@ def test_two_process_gloo_torchrun_matches_single_process(cache, tmp_path, monke
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # Parameters are channels_last before DDP builds its buckets (no per-backward layout warning), and user
+    # output comes from rank 0 only (the runner's log line once, the CLI's summary once).
+    assert "Grad strides do not match bucket view strides" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.count("step1_rgb: test accuracy") == 1, proc.stderr[-3000:]
+    assert proc.stdout.count("test accuracy") == 1, proc.stdout[-3000:]
 
     exp = load_experiment(d)
     factory, k, _ = cache_datasets(exp)

@@ -12,6 +12,12 @@ An item is ``{"rgb": (T, 3, S, S) float32, "depth": (T, 3, S, S) float32, "label
   (torchvision's values) for RGB and for the encoded depth too, since the depth stream is ImageNet-initialised
   (REF §4). No clipping: REF §4 notes that a clipped mean subtraction once kept an RGB stream from learning.
   Flow (uint8, bound 20 px) becomes ``(q - 127.5) / 127.5`` in [-1, 1] (`flow.flow_to_tensor`).
+- Output (``output``): ``"float"`` (default) returns the normalised float32 items above. ``"uint8"`` returns
+  the frames as cached, uint8 ``(T, S, S, C)`` (flip and frame choice already applied, so the randomness is
+  the same), and ``device_transform`` (`normalize.BatchNormalizer`) normalises a collated batch where it is,
+  to the same values: the training engine applies a dataset's ``device_transform`` right after moving each
+  batch to the device. Batches then cross to the GPU as uint8 (a quarter of the bytes, pinned, non-blocking)
+  and the loader workers do no float work.
 - Determinism: the randomness of item ``i`` comes from ``np.random.default_rng([seed, epoch, i])``, so it
   does not depend on DataLoader workers or on the order items are read; call ``set_epoch(e)`` before each
   epoch (a resumed run then sees exactly the samples/augmentations of an uninterrupted one). With
@@ -88,9 +94,11 @@ class CachedClipDataset(Dataset):
         on_missing: "error" | "skip" for split samples absent from the cache.
         check_files: verify at construction that every array file exists (a clear error instead of a failure
             in a DataLoader worker mid-epoch).
+        output: "float" (normalised items) or "uint8" (raw frames + ``device_transform``; module docstring).
 
     Attributes: ``num_classes``; ``labels`` (per item, ``len(labels) == len(self)``); ``records`` (the index
-    records of the videos); ``samples`` (video names); ``config`` (`CacheConfig`).
+    records of the videos); ``samples`` (video names); ``config`` (`CacheConfig`); ``device_transform``
+    (`normalize.BatchNormalizer` with ``output="uint8"``, else None).
     """
 
     def __init__(
@@ -110,6 +118,7 @@ class CachedClipDataset(Dataset):
         on_missing: str = "error",
         check_files: bool = True,
         rule: SplitRule | None = None,
+        output: str = "float",
     ) -> None:
         self.root = Path(root)
         self.config = C.load_config(self.root)
@@ -133,6 +142,7 @@ class CachedClipDataset(Dataset):
         self.flip_p = float(flip_p) if train else 0.0
         self.protocol, self.rule, self.split = rule.protocol, rule, split
         self.epoch = 0
+        self._set_output(output)
 
         by_name = {r["name"]: r for r in C.read_index(self.root)}
         sel = self._select(by_name, split, rule, samples)
@@ -166,6 +176,18 @@ class CachedClipDataset(Dataset):
         if split is None:
             return Selection(sorted(by_name))
         return cache_split(self.root, rule, split, records=list(by_name.values()), config=self.config)
+
+    def _set_output(self, output: str) -> None:
+        """Item format: normalised floats, or raw uint8 frames normalised later by ``device_transform``."""
+        if output not in ("float", "uint8"):
+            raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
+        self.output = output
+        self.device_transform: N.BatchNormalizer | None = None
+        if output == "uint8":
+            # Image modalities are 3-channel (rgb, jet-coloured depth); normalize_frames checks it per batch.
+            flows = tuple(m for m in self.modalities if m.startswith("flow"))
+            images = tuple((m, *_norm_stats(m, 3)) for m in self.modalities if m not in flows)
+            self.device_transform = N.BatchNormalizer(images=images, flows=flows)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random frames/flips ``__getitem__`` returns (see module docstring)."""
@@ -213,6 +235,9 @@ class CachedClipDataset(Dataset):
             arrays = {m: flip_flow(a) if m in flows else images[m] for m, a in arrays.items()}
         item: dict[str, Any] = {}
         for m, a in arrays.items():
+            if self.output == "uint8":  # (T, S, S, C) as cached; normalised on the device (device_transform)
+                item[m] = torch.from_numpy(a)
+                continue
             if m in flows:
                 from .flow import flow_to_tensor
 

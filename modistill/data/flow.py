@@ -34,6 +34,7 @@ import torch
 from modistill.core.atomic import save_array_atomic
 
 from .cache import CacheError, array_path, load_array
+from .normalize import normalize_flow_frames
 from .video import iter_video_frames
 
 FLOW_BOUND = 20.0  # px; MARS / mmaction2 / I3D clip value (REF §6)
@@ -215,7 +216,7 @@ def flow_to_tensor(flow_u8: np.ndarray | torch.Tensor) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(flow_u8)) if not isinstance(flow_u8, torch.Tensor) else flow_u8
     if t.dtype != torch.uint8 or t.ndim != 4 or t.shape[-1] % 2:
         raise ValueError(f"flow_to_tensor expects uint8 (T, S, S, 2L), got {t.dtype} {tuple(t.shape)}")
-    return t.permute(0, 3, 1, 2).float().sub_(127.5).div_(127.5).contiguous()
+    return normalize_flow_frames(t).contiguous()  # the one definition (normalize.py)
 
 
 def flow_pair_starts(indices: Sequence[int] | np.ndarray, num_frames: int, stack: int = 1) -> np.ndarray:

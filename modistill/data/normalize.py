@@ -10,6 +10,11 @@ included, is normalised with the ImageNet statistics: ``(x / 255 - mean) / std``
   device -> normalised (float32 for uint8 input, else the input's dtype).
 - `denormalize`: the inverse, normalised -> float images in [0, 1] (the robustness study adds noise to depth
   in [0, 1] image space between `denormalize` and `normalize`).
+- `normalize_flow_frames`: quantised optical flow, uint8 ``(..., H, W, 2L)`` -> float32 ``(..., 2L, H, W)``
+  in [-1, 1] (`flow.flow_to_tensor` and the batch path below).
+- `BatchNormalizer`: the same functions applied to a whole collated batch of uint8 frames on the training
+  device (`CachedClipDataset(output="uint8")`): batches cross to the GPU as uint8, a quarter of the bytes,
+  and the host does no float work.
 
 The statistics are built as tensors of the input's dtype and device from the Python floats, so results are
 bit-identical whichever of these entry points computed them.
@@ -17,13 +22,23 @@ bit-identical whichever of these entry points computed them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "denormalize", "normalize", "normalize_frames"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "BatchNormalizer",
+    "denormalize",
+    "normalize",
+    "normalize_flow_frames",
+    "normalize_frames",
+]
 
 # torchvision's ImageNet statistics (RGB order).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -75,3 +90,42 @@ def normalize_frames(
     if t.dtype != torch.uint8:
         raise ValueError(f"normalize_frames expects uint8 frames (..., H, W, C), got {t.dtype}")
     return normalize(t.movedim(-1, -3), mean, std)
+
+
+def normalize_flow_frames(frames: Tensor) -> Tensor:
+    """Quantised flow, uint8 ``(..., H, W, 2L)`` -> float32 ``(..., 2L, H, W)`` = ``(q - 127.5) / 127.5``.
+
+    That is the dequantised flow divided by its bound b, ``(q / 255 * 2b - b) / b``, so it does not depend on
+    b; centred first so that a uint8 flip (255 - q) is an exact negation (see `flow.dequantize_flow`).
+    """
+    if frames.dtype != torch.uint8 or frames.dim() < 3 or frames.shape[-1] % 2:
+        raise ValueError(
+            f"flow frames must be uint8 (..., H, W, 2L), got {frames.dtype} {tuple(frames.shape)}"
+        )
+    return frames.movedim(-1, -3).float().sub_(127.5).div_(127.5)
+
+
+@dataclass(frozen=True)
+class BatchNormalizer:
+    """Normalise the uint8 frames of a collated batch where the batch is (on the training device).
+
+    ``images``: ``(key, mean, std)`` per image modality; ``flows``: keys of quantised-flow modalities. Called on
+    a batch dict, it returns a new dict in which each listed key holding uint8 frames ``(..., H, W, C)`` (e.g.
+    ``(B, T, S, S, 3)``, or ``(B, N, T, S, S, 3)`` with N clips per video) is replaced by the float32
+    ``(..., C, H, W)`` that `normalize_frames` / `normalize_flow_frames` give, bit for bit the values the host
+    computes for one item (same functions, element-wise operations; on CUDA the division by 255 may round
+    differently in the last bit). Other entries pass through. Picklable (a frozen dataclass of tuples).
+    """
+
+    images: tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...] = ()
+    flows: tuple[str, ...] = ()
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(batch)
+        for key, mean, std in self.images:
+            if key in out and isinstance(out[key], Tensor) and out[key].dtype == torch.uint8:
+                out[key] = normalize_frames(out[key], mean, std)
+        for key in self.flows:
+            if key in out and isinstance(out[key], Tensor) and out[key].dtype == torch.uint8:
+                out[key] = normalize_flow_frames(out[key])
+        return out

@@ -9,13 +9,23 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import av
 import cv2
 import numpy as np
 
 from modistill.core.errors import ModistillError
+
+if TYPE_CHECKING:
+    import av
+
+
+def _av():
+    """PyAV, imported on first use: `modistill.data` (caches, datasets, training from a prepared cache) must
+    import on machines without PyAV, such as a GPU box that only trains; only decoding and writing need it."""
+    import av
+
+    return av
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -36,6 +46,7 @@ class VideoReadError(ModistillError, ValueError):
 
 
 def _open(path: Path) -> av.container.InputContainer:
+    av = _av()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: video file not found")
     try:
@@ -96,6 +107,7 @@ def video_frame_count(path: str | Path) -> int:
     for edited files, so we count the non-empty packets of the stream instead: cheap, since nothing is
     decoded. For intra/inter-coded streams without frame reordering loss this equals the decoded count.
     """
+    av = _av()
     path = Path(path)
     if path.is_dir():
         return len(frame_files(path))
@@ -187,6 +199,7 @@ def _decode_selected(
     path: Path, indices: Sequence[int] | np.ndarray | None, convert: Callable[[Any], np.ndarray]
 ) -> np.ndarray:
     """``convert(frame)`` of the frames ``indices`` (None: all) of the first video stream, stacked."""
+    av = _av()
     want: np.ndarray | None = None
     if indices is not None:
         want = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -228,6 +241,7 @@ def _decode_selected(
 def iter_video_frames(path: str | Path) -> Iterator[np.ndarray]:
     """Every frame of a video (PyAV) or a frame folder, in order, as ``(H, W, 3)`` uint8 RGB; decoding
     stops when the caller stops iterating (close the generator to release the container)."""
+    av = _av()
     path = Path(path)
     if path.is_dir():
         for f in frame_files(path):
@@ -252,6 +266,7 @@ def write_video(path: str | Path, frames: np.ndarray, *, fps: int = 30, codec: s
     ``mpeg4`` in AVI is available in every PyAV build; H and W are rounded down to even sizes by the caller's
     responsibility (yuv420p needs even dimensions), else a ``ValueError`` is raised.
     """
+    av = _av()
     path = Path(path)
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:

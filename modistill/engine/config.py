@@ -49,6 +49,9 @@ class TrainConfig:
     tensorboard: bool = True  # also write TensorBoard events under run_dir/tb (when tensorboard is installed)
     find_unused_parameters: bool = False  # DDP: needed when some trainable params get no gradient in a step
     drop_last: bool = False  # drop the last incomplete training batch
+    # torch.compile the training forward/backward (after DDP wrapping). Off by default: measured on the 2-core
+    # CPU it does not pay for itself (docs/benchmarks_model.md, "torch.compile"); try it on GPUs.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -92,7 +95,14 @@ class TrainConfig:
             problems.append(f"select_metric must be a metric name, got {self.select_metric!r}")
         if not isinstance(self.device, str):
             problems.append(f"device must be a string such as 'auto', 'cpu', 'cuda:0', got {self.device!r}")
-        for name in ("deterministic", "progress", "tensorboard", "find_unused_parameters", "drop_last"):
+        for name in (
+            "deterministic",
+            "progress",
+            "tensorboard",
+            "find_unused_parameters",
+            "drop_last",
+            "compile",
+        ):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
         if problems:

@@ -22,7 +22,13 @@ from tqdm.auto import tqdm
 from modistill.engine import distributed as D
 from modistill.engine.checkpoint import checkpoint_base, load_checkpoint
 from modistill.engine.config import TrainConfig
-from modistill.engine.utils import autocast_ctx, fold_clips, move_to_device, resolve_device
+from modistill.engine.utils import (
+    autocast_ctx,
+    device_transform_of,
+    fold_clips,
+    move_to_device,
+    resolve_device,
+)
 
 PredictFn = Callable[[nn.Module, dict], Tensor]
 
@@ -130,6 +136,7 @@ def evaluate(
         collate_fn=collate_fn,
         pin_memory=dev.type == "cuda",
     )
+    on_device = device_transform_of(dataset)
     preds: list[Tensor] = []
     labels: list[Tensor] = []
     logits_kept: list[Tensor] = []
@@ -144,6 +151,8 @@ def evaluate(
             )
             for batch in bar:
                 batch = move_to_device(batch, dev)
+                if on_device is not None:  # before clip folding and predict_fn (which expect floats)
+                    batch = on_device(batch)
                 if not isinstance(batch, Mapping) or label_key not in batch:
                     raise KeyError(f"evaluation batches must be dicts with a '{label_key}' entry")
                 y = batch[label_key].reshape(-1).long()

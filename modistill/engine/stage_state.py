@@ -24,7 +24,7 @@ from modistill.engine.metrics_log import MetricsLogger
 from modistill.engine.optim import build_optimizer, select_params
 from modistill.engine.seeding import capture_rng_state, restore_rng_state
 from modistill.engine.serial import to_jsonable
-from modistill.engine.utils import resolve_device
+from modistill.engine.utils import match_memory_format, match_optimizer_state_layout, resolve_device
 
 log = logging.getLogger("modistill.engine")
 
@@ -132,6 +132,9 @@ def setup_stage(
         remove_stale_temps(run_dir, ["checkpoints"])  # left by a killed checkpoint write on this host
 
     model.to(dev)
+    # Parameters in the layout the model computes in, before the optimizer sees them and before DDP builds its
+    # gradient buckets from their strides (see `match_memory_format`).
+    match_memory_format(model)
     groups, flat_params = select_params(model, params)
     optimizer = build_optimizer(cfg, groups)
     for g in optimizer.param_groups:
@@ -172,6 +175,10 @@ def setup_stage(
                 device_ids=[dev.index] if dev.type == "cuda" else None,
                 find_unused_parameters=cfg.find_unused_parameters,
             )
+        if cfg.compile:
+            # Compiling the DDP wrapper lets dynamo split graphs at the gradient buckets (DDPOptimizer);
+            # `unwrap_model` sees through both wrappers, so checkpoints and evaluation use the plain module.
+            st.net = torch.compile(st.net)
     except BaseException:
         st.logger.close()
         raise
@@ -192,6 +199,7 @@ def _resume(st: StageState) -> None:
     # only the optimizer's running state (moments, step counts) comes from the checkpoint.
     fresh = [{k: v for k, v in g.items() if k != "params"} for g in st.optimizer.param_groups]
     meta = load_checkpoint(st.last_base, st.model, st.optimizer, strict=True)
+    match_optimizer_state_layout(st.optimizer)
     for g, hyper in zip(st.optimizer.param_groups, fresh):
         g.update(hyper)
     st.start_epoch, st.global_step = int(meta["epoch"]), int(meta["global_step"])
@@ -212,7 +220,9 @@ def _resume(st: StageState) -> None:
 
 def _warn_config_drift(saved: dict[str, Any], cfg: TrainConfig) -> None:
     """Resuming with different optimisation settings is allowed (e.g. more epochs) but worth a warning."""
-    harmless = {"epochs", "progress", "log_every", "num_workers", "tensorboard", "device", "eval_batch_size"}
+    harmless = {
+        "epochs", "progress", "log_every", "num_workers", "tensorboard", "device", "eval_batch_size", "compile"
+    }  # fmt: skip
     now = cfg.to_dict()
     changed = sorted(k for k in now if k not in harmless and k in saved and saved[k] != now[k])
     if changed and D.is_main():

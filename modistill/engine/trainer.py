@@ -42,7 +42,7 @@ from modistill.engine.seeding import (
     seed_all,
 )
 from modistill.engine.stage_state import StageState, setup_stage
-from modistill.engine.utils import autocast_ctx, batch_size_of, move_to_device
+from modistill.engine.utils import autocast_ctx, batch_size_of, device_transform_of, move_to_device
 
 log = logging.getLogger("modistill.engine")
 
@@ -181,8 +181,11 @@ def run_epoch(
         dynamic_ncols=True,
         leave=False,
     )
+    on_device = device_transform_of(loader.dataset)
     for batch in bar:
         batch = move_to_device(batch, st.device)
+        if on_device is not None:  # e.g. uint8 frames -> normalised floats, on the GPU
+            batch = on_device(batch)
         n = batch_size_of(batch, label_key)
         loss, parts, gnorm = train_step(st, epoch, batch, loss_fn)
         epoch_meter.add(loss, parts, n, gnorm)

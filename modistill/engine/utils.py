@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -20,6 +20,42 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
         if dev.index is None:
             dev = torch.device("cuda", local_rank)
     return dev
+
+
+def prefers_channels_last(model: torch.nn.Module) -> bool:
+    """True when `model` computes its convolutions in channels_last: some submodule says so with a
+    `channels_last = True` attribute (modistill's `VideoStream` does; any model may)."""
+    return any(getattr(m, "channels_last", False) is True for m in model.modules())
+
+
+def match_memory_format(model: torch.nn.Module) -> bool:
+    """Store the 4-D parameters (conv weights) of a channels_last model in channels_last, in place.
+
+    Why: parameters in the default layout while the activations run channels_last make autograd hand back
+    gradients whose strides differ from the parameters' (1x1 conv weights keep the activations' strides, others
+    are copied back to the parameters' layout every step), and DistributedDataParallel, whose gradient buckets
+    follow the parameters' strides, then warns "Grad strides do not match bucket view strides" on every
+    backward and copies through a slow path. Call before wrapping in DDP. Values are unchanged; parameter
+    objects stay the same (`Module.to` swaps `.data`), so optimizers built before still hold them.
+    Returns True when the model was converted.
+    """
+    if not prefers_channels_last(model):
+        return False
+    model.to(memory_format=torch.channels_last)
+    return True
+
+
+def match_optimizer_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give per-parameter optimizer state (Adam moments, SGD momentum) its parameter's strides, in place.
+
+    `Optimizer.load_state_dict` restores tensors read from a checkpoint (always stored contiguous) in their
+    stored layout; moments created by a step follow the parameter's layout. Matching them keeps a resumed run
+    computing with the same layouts as an uninterrupted one. Values are unchanged.
+    """
+    for p, state in optimizer.state.items():
+        for k, v in list(state.items()):
+            if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride() and v.ndim:
+                state[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 def autocast_ctx(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -42,6 +78,19 @@ def move_to_device(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, tuple):
         return tuple(move_to_device(v, device) for v in obj)
     return obj
+
+
+def device_transform_of(dataset: Any) -> Callable[[Any], Any] | None:
+    """A dataset's `device_transform` (or None): applied to each batch once it is on the training device.
+
+    The convention lets a dataset hand over work that is cheaper there, e.g. `CachedClipDataset(output="uint8")`
+    returns raw uint8 frames and normalises whole batches on the GPU; the trainer and `evaluate` apply it right
+    after `move_to_device`, before clip folding and before `loss_fn` / `predict_fn` see the batch.
+    """
+    fn = getattr(dataset, "device_transform", None)
+    if fn is not None and not callable(fn):
+        raise TypeError(f"{type(dataset).__name__}.device_transform must be callable or None, got {fn!r}")
+    return fn
 
 
 def batch_size_of(batch: Any, label_key: str = "label") -> int:

@@ -59,7 +59,7 @@ log = logging.getLogger("modistill.recipes")
 DatasetFactory = Callable[[str, tuple[str, ...], bool], Dataset]
 
 # Settings that change how a run looks, not what it computes: left out of stage keys.
-_NON_SEMANTIC = ("progress", "log_every", "num_workers", "device", "tensorboard", "eval_batch_size")
+_NON_SEMANTIC = ("progress", "log_every", "num_workers", "device", "tensorboard", "eval_batch_size", "compile")
 _MODALITY_CHANNELS = {"rgb": 3, "depth": 3, "flow": 2}
 
 
@@ -238,7 +238,8 @@ def run_stage(
     result_file = out / "result.json"
     done = PlannedStage(stage, key, out).finished()
     if done is not None:
-        log.info("%s: reusing %s", stage.name, out)
+        if D.is_main():
+            log.info("%s: reusing %s", stage.name, out)
         return done
     tcfg = stage_train_config(exp, stage)
     with torch.random.fork_rng(devices=[]):
@@ -351,8 +352,9 @@ def run_recipe(
                 f"stage {st.name!r} needs {missing} first (run them, or include them in --stage)"
             )
         runs[st.name] = run_stage(exp, st, plan[st.name].key, dirs, datasets, num_classes, resume)
-        acc = runs[st.name].result["test"]["accuracy"]
-        log.info("%s: test accuracy %.4f (%s)", st.name, acc, runs[st.name].dir)
+        if D.is_main():  # every rank holds the result; one line, from rank 0
+            acc = runs[st.name].result["test"]["accuracy"]
+            log.info("%s: test accuracy %.4f (%s)", st.name, acc, runs[st.name].dir)
     if D.is_main():
         RunResultsFile({n: _summary(r) for n, r in runs.items()}).write(out_dir / "results.json")
     return runs

@@ -112,6 +112,7 @@ def cache_datasets(exp: ExperimentConfig, stages: Sequence[str] | None = None):
                 modalities=tuple(modalities),
                 seed=exp.train.seed,
                 clips_per_video=clips,
+                output="uint8",  # normalised on the training device by the engine (device_transform)
             )
             if not any(k[0] == split for k in built):  # once per split: its size and how it was drawn
                 notes = "; ".join(getattr(ds, "split_notes", []))
@@ -126,14 +127,15 @@ def cache_datasets(exp: ExperimentConfig, stages: Sequence[str] | None = None):
 
 
 class StackedClips(Dataset):
-    """Per-video items from a dataset whose ``clips`` consecutive items are the clips of one video: floating
-    tensors gain a leading clip dimension ``(N, T, C, H, W)``, the layout the engine's evaluation averages over
-    (engine/utils.py ``fold_clips``)."""
+    """Per-video items from a dataset whose ``clips`` consecutive items are the clips of one video: frame
+    tensors (float, or uint8 before the engine applies `device_transform`) gain a leading clip dimension
+    ``(N, T, ...)``, the layout the engine's evaluation averages over (engine/utils.py ``fold_clips``)."""
 
     def __init__(self, base: Dataset, clips: int) -> None:
         if len(base) % clips:
             raise ValueError(f"{type(base).__name__} has {len(base)} items, not a multiple of {clips} clips")
         self.base, self.clips = base, clips
+        self.device_transform = getattr(base, "device_transform", None)  # the engine applies it per batch
 
     def __len__(self) -> int:
         return len(self.base) // self.clips
@@ -146,7 +148,7 @@ class StackedClips(Dataset):
         items = [self.base[i * self.clips + c] for c in range(self.clips)]
         out = dict(items[0])
         for k, v in items[0].items():
-            if isinstance(v, torch.Tensor) and v.is_floating_point():
+            if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.dtype == torch.uint8):
                 out[k] = torch.stack([it[k] for it in items])
         return out
 
