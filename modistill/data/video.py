@@ -29,6 +29,7 @@ def _av():
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "declared_frame_count",
     "VideoReadError",
     "frame_files",
     "iter_video_frames",
@@ -288,3 +289,20 @@ def write_video(path: str | Path, frames: np.ndarray, *, fps: int = 30, codec: s
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
+
+
+def declared_frame_count(video: str | Path) -> int | None:
+    """The frame count a video container's header declares (AVI ``nframes``, MP4 ``nb_frames``), or None when
+    it declares none (or ``video`` is not a container file, e.g. a folder of frames). A truncated file keeps its
+    header, so a declared count above `video_frame_count` (the packets actually present) flags a cut or
+    damaged file."""
+    path = Path(video)
+    if not path.is_file():
+        return None
+    av = _av()
+    try:
+        with av.open(str(path), mode="r") as container:
+            n = int(container.streams.video[0].frames or 0) if container.streams.video else 0
+    except (av.FFmpegError, OSError):
+        return None  # unreadable: video_frame_count reports it, naming the file
+    return n if n > 0 else None

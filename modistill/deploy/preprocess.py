@@ -7,34 +7,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import av
 import cv2
 import numpy as np
 from torch import Tensor
 
 from modistill.data.normalize import normalize_frames
 from modistill.data.sampling import sample_indices
-from modistill.data.video import VideoReadError, read_video_frames, video_frame_count
+from modistill.data.video import VideoReadError, declared_frame_count, read_video_frames, video_frame_count
 
 from .spec import DeploySpec, crop_box_pixels
 
 __all__ = ["declared_frame_count", "preprocess_frames", "read_clip", "top_k"]
 
 
-def declared_frame_count(video: str | os.PathLike) -> int | None:
-    """The frame count a video container's header declares (AVI ``nframes``, MP4 ``nb_frames``), or None when
-    it declares none (or ``video`` is not a container file, e.g. a folder of frames). A truncated file keeps its
-    header, so a declared count above `video_frame_count` (the packets actually present) flags a cut or
-    damaged file."""
-    path = Path(video)
-    if not path.is_file():
-        return None
-    try:
-        with av.open(str(path), mode="r") as container:
-            n = int(container.streams.video[0].frames or 0) if container.streams.video else 0
-    except (av.FFmpegError, OSError):
-        return None  # unreadable: video_frame_count reports it, naming the file
-    return n if n > 0 else None
 
 
 def preprocess_frames(frames: np.ndarray, spec: DeploySpec, box_px: Sequence[int] | None = None) -> Tensor:
