@@ -225,6 +225,26 @@ def plan_recipe(exp: ExperimentConfig) -> dict[str, PlannedStage]:
     return plan
 
 
+def _handed_over(
+    exp: ExperimentConfig, stage: Stage, dirs: dict[str, Path], datasets: DatasetFactory, num_classes: int,
+    tcfg: TrainConfig,
+) -> tuple[MultiStreamNet, dict[str, Any]]:
+    """The stage's network before training: fresh weights drawn with the stage's seed, the earlier stages'
+    weights handed over, frozen streams frozen, stand-ins set; and what the hand-over recorded (``info``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed(tcfg.seed, stage.name))
+        net = build_network(exp, stage, num_classes)
+    _init_from_stages(net, stage, dirs)
+    for name in stage.frozen:
+        net.freeze(name)
+    info: dict[str, Any] = {}
+    if stage.standins:
+        info["standins"] = set_standins(
+            net, stage, dirs, lambda m: stream_spec(exp, m), datasets, num_classes,
+            batch_size=eval_kwargs(tcfg)["batch_size"], device=tcfg.device)
+    return net, info
+
+
 def run_stage(
     exp: ExperimentConfig,
     stage: Stage,
@@ -242,27 +262,16 @@ def run_stage(
             log.info("%s: reusing %s", stage.name, out)
         return done
     tcfg = stage_train_config(exp, stage)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed(tcfg.seed, stage.name))
-        net = build_network(exp, stage, num_classes)
-    _init_from_stages(net, stage, dirs)
-    for name in stage.frozen:
-        net.freeze(name)
-    info: dict[str, Any] = {}
-    if stage.standins:
-        info["standins"] = set_standins(
-            net, stage, dirs, lambda m: stream_spec(exp, m), datasets, num_classes,
-            batch_size=eval_kwargs(tcfg)["batch_size"], device=tcfg.device)
+    net, info = _handed_over(exp, stage, dirs, datasets, num_classes, tcfg)
     test_sets: dict[tuple[str, ...], Dataset] = {}
 
-    def test_set(inputs: tuple[str, ...]) -> Dataset:
-        if inputs not in test_sets:
-            test_sets[inputs] = datasets("test", inputs, False)
-        return test_sets[inputs]
+    def test_eval(ev: Evaluation) -> dict[str, Any]:
+        if ev.inputs not in test_sets:
+            test_sets[ev.inputs] = datasets("test", ev.inputs, False)
+        return _eval_dict(net, ev, test_sets[ev.inputs], exp, tcfg, num_classes)
 
     # Evaluations of the handed-over weights (e.g. the step-4 model before fine-tuning), before any training.
-    init_evals = {ev.name: _eval_dict(net, ev, test_set(ev.inputs), exp, tcfg, num_classes)
-                  for ev in stage.extra if ev.weights == "init"}
+    init_evals = {ev.name: test_eval(ev) for ev in stage.extra if ev.weights == "init"}
     train_set = datasets("train", stage.inputs, True)
     val_set = datasets("val", stage.inputs, False)
     cfg_dict = {"experiment": to_dict(exp), "stage": stage_to_dict(stage), "key": key}
@@ -299,11 +308,8 @@ def run_stage(
         "best_epoch": sr.best_epoch,
         "val": sr.best_val,
         "history": sr.history,
-        "test": _eval_dict(net, stage.evaluate, test_set(stage.evaluate.inputs), exp, tcfg, num_classes),
-        "extra": {
-            ev.name: init_evals[ev.name] if ev.weights == "init"
-            else _eval_dict(net, ev, test_set(ev.inputs), exp, tcfg, num_classes) for ev in stage.extra
-        },
+        "test": test_eval(stage.evaluate),
+        "extra": {ev.name: init_evals[ev.name] if ev.weights == "init" else test_eval(ev) for ev in stage.extra},
         "info": info,
     })
     if D.is_main():
