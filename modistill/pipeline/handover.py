@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from modistill.engine.utils import move_to_device, resolve_device
+from modistill.engine.utils import device_transform_of, move_to_device, resolve_device
 from modistill.models.multistream import MultiStreamNet, StreamSpec
 from modistill.recipes.stages import Stage, StandInPlan
 
@@ -69,9 +69,11 @@ def source_unit1_means(spec: StreamSpec, weights: dict[str, Tensor], num_classes
     stream = net.streams["src"].to(dev).eval()
     sums: dict[int, Tensor] = {}
     counts: dict[int, int] = dict.fromkeys(stages, 0)
+    on_device = device_transform_of(data)  # uint8 items are normalised on the device, as in training
     with torch.no_grad():
         for batch in DataLoader(data, batch_size=batch_size):
-            clips = move_to_device(batch, dev)[modality]
+            batch = move_to_device(batch, dev)
+            clips = (on_device(batch) if on_device is not None else batch)[modality]
             x = stream.stem(clips)
             for st in range(1, max(stages) + 1):
                 m = torch.relu(stream.unit0(st, x))
