@@ -64,7 +64,9 @@ def test_step3_selects_its_best_epoch_with_depth_injected(cache, tmp_path, monke
 
     def spy(model, **kw):
         factory, _, _ = cache_datasets(exp)
-        batch = next(iter(torch.utils.data.DataLoader(factory("val", ("rgb", "depth"), False), batch_size=3)))
+        val = factory("val", ("rgb", "depth"), False)
+        batch = next(iter(torch.utils.data.DataLoader(val, batch_size=3)))
+        batch = val.device_transform(batch) if getattr(val, "device_transform", None) else batch  # uint8 items
         model.eval()
         with torch.no_grad():
             selected = kw["predict_fn"](model, batch)
@@ -134,7 +136,10 @@ def test_step4_standin_is_the_depth_streams_unit1_mean_on_training_data(cache, t
     net = build_network(exp, plan(exp)["step3"][0], 3)
     net.streams["depth"].load_state_dict(stream_state(w3, "depth"))
     depth = net.streams["depth"].eval()
-    clips = torch.stack([factory("train", ("depth",), False)[i]["depth"] for i in range(6)])
+    train = factory("train", ("depth",), False)
+    clips = torch.stack([train[i]["depth"] for i in range(6)])
+    if getattr(train, "device_transform", None):  # uint8 items, normalised on the device as in training
+        clips = train.device_transform({"depth": clips})["depth"]
     with torch.no_grad():
         m = torch.relu(depth.unit0(1, depth.stem(clips)))
     torch.testing.assert_close(spy.start["step4"]["standin_values.hall_1"], m.mean(dim=(0, 2, 3)),
