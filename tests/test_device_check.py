@@ -27,7 +27,8 @@ def test_device_check_quick_on_cpu_without_pyav(tmp_path: Path) -> None:
     }
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "shim"), str(REPO)])  # `PYTHONPATH=.` on the GPU box
     out = tmp_path / "out"
-    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--out", str(out)]
+    # No time budget here: on a loaded machine the budget would skip sections (a GPU run keeps its budget).
+    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--budget", "100000", "--out", str(out)]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     data = json.loads((out / "device_check.json").read_text())
