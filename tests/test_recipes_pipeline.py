@@ -146,3 +146,30 @@ def test_zero_epoch_stage_keeps_its_handover_and_is_not_retrained(cache, tmp_pat
         assert differing(stream_state(best, s), stream_state(w2, "depth")) == [], s
     again = run_recipe(exp, factory, k, only=["step3"], resume=True)["step3"]
     assert not first.reused and again.reused and again.result == first.result
+
+
+def test_ablation_over_seeds_reports_mean_std_and_per_seed_values(cache, tmp_path):
+    root = tmp_path / "abl"
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(
+        f"out_dir: {root}\n"
+        f"data: {{cache: {cache}, frames: 2}}\n"
+        f"model: {{backbone: {TINY_MODEL['backbone']}, width: {TINY_MODEL['width']}}}\n"
+        "train: {epochs: 1, batch_size: 4, progress: false, tensorboard: false}\n"
+    )
+    assert cli_main(["ablation", str(cfg), "--variants", "step2_no_connections", "--seeds", "3", "4"]) == 0
+    f = AblationFile.read(root / "ablation.json")
+    assert f.seeds == [3, 4] and f.elapsed_s > 0
+    # One row per seed, each equal to that seed's own stage result (the seeds trained separately).
+    assert [(r["row"], r["seed"]) for r in f.rows] == [("9", 3), ("9", 4)]
+    for r in f.rows:
+        res = RunResultsFile.read(root / "variants" / "step2_no_connections" / f"seed{r['seed']}" / "results.json")
+        assert r["accuracy"] == res.stages["step2"]["test_accuracy"]
+    stage_dirs = sorted(p.name.split("-")[0] for p in (root / "stages").iterdir())
+    assert stage_dirs == ["step1_depth"] * 2 + ["step1_rgb"] * 2 + ["step2"] * 2  # per seed, shared folder
+    (s,) = f.summary
+    assert s["seeds"] == [3, 4] and s["accuracy"]["values"] == [r["accuracy"] for r in f.rows]
+    md = (root / "ablation.md").read_text()
+    assert "mean ± sample std over seeds [3, 4]" in md and "Wall time of the study" in md
+    a = s["accuracy"]
+    assert f"| 9 | step2_no_connections | step2 | {s['evaluation']} | {100 * a['mean']:.1f} ± {100 * a['std']:.1f} |" in md

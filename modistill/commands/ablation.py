@@ -6,7 +6,6 @@ Variants share trained stages (content-addressed), so e.g. step 1 is trained onc
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ._common import add_overrides, setup_logging
 
@@ -16,13 +15,16 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", nargs="+", default=["table2"],
                         help="variant names or sets (table2, connections, losses, all, motion); "
                         "default: table2")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED",
+                        help="train every variant with each of these seeds (parallel processes sharing the cores) "
+                        "and report mean ± std with per-seed values; default: one run with train.seed")
     parser.add_argument("--list", action="store_true", help="list the variants and exit")
     add_overrides(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from modistill.recipes.ablation import SETS, VARIANTS, resolve_variants
+    from modistill.recipes.ablation import SETS, VARIANTS
 
     if args.list:
         for v in VARIANTS.values():
@@ -31,19 +33,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     setup_logging()
     from modistill.engine import distributed as D
-    from modistill.pipeline.session import cache_datasets, load_experiment
-    from modistill.pipeline.sweep import run_variants
+    from modistill.pipeline.ablation import run_ablation
     from modistill.reporting.ablation import write_ablation
 
-    base = load_experiment(args.config, args.overrides)
-    variants = resolve_variants(args.variants)
-    root = Path(base.out_dir)
-    # Variants may change the recipe (e.g. the motion set): each stage's dataset checks its own modalities.
-    datasets, num_classes, names = cache_datasets(base, stages=())
-    done = run_variants(base, variants, datasets, num_classes, names,
-                        out_dir=lambda v: root / "variants" / v.name, stage_root=root / "stages")
+    done = run_ablation(args.config, args.overrides, args.variants, args.seeds)
     main = D.is_main()
     D.cleanup()
     if main:
-        print(write_ablation(root, [r for d in done for r in d.rows], base.data.protocol))
+        print(write_ablation(done.out_dir, done.rows, done.protocol, seeds=done.seeds, elapsed_s=done.elapsed_s))
     return 0
