@@ -19,9 +19,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from modistill.data.synth.pretext import PretextConfig
 from modistill.engine import distributed as D
-from modistill.pipeline.pretrain import PretrainConfig
+from modistill.pipeline.pretrain import PretrainConfig, pretrain_dir
 from modistill.pipeline.session import cache_datasets, load_experiment
 from modistill.pipeline.sweep import run_seeds, seed_worker_setup
 from modistill.recipes.ablation import VARIANTS
@@ -91,7 +93,6 @@ def run_demo(out: str | Path, *, quick: bool = False, seeds: Sequence[int] | Non
     instead of from the pretrained trunks (the stand-in for ImageNet, docs/pretrain.md)."""
     if method not in ("depth", "motion", "both"):
         raise ValueError(f"method must be 'depth', 'motion' or 'both', got {method!r}")
-    import yaml
 
     from modistill.data.prepare import PrepareOptions, prepare_cache
     from modistill.data.synth import generate_dataset
@@ -133,11 +134,11 @@ def run_demo(out: str | Path, *, quick: bool = False, seeds: Sequence[int] | Non
                     log.warning("%d samples have no flow (see %s/flow_failures*.jsonl)", len(fres.failures),
                                 cache_root)
             D.barrier()
-    base_raw = yaml.safe_load(packaged_config(settings.config))
-    base_raw["data"]["cache"] = str(cache_root)
+    trunks = None
     if pretrain and settings.pretrain is not None:
         with _timed(timings, "pretrain_s"):
-            base_raw["model"]["pretrained"] = _pretrained_trunks(out, settings.pretrain, workers, progress)
+            trunks = _pretrained_trunks(out, settings.pretrain, workers, progress)
+    base_raw = demo_base_config(out, settings, trunks)
     base_raw.setdefault("train", {})["progress"] = progress
     names = None
     if method != "motion":
@@ -192,15 +193,33 @@ def run_demo(out: str | Path, *, quick: bool = False, seeds: Sequence[int] | Non
 def _pretrained_trunks(out: Path, cfg: PretrainConfig, workers: int, progress: bool) -> dict[str, str]:
     """Pretrain (or reuse) the RGB and depth trunks under ``out/pretrain`` once for every seed; returns the
     ``model.pretrained`` mapping. Under torchrun rank 0 trains them while the others wait."""
-    from modistill.pipeline.pretrain import pretrain_dir, pretrain_modalities
+    from modistill.pipeline.pretrain import pretrain_modalities
 
     root = out / "pretrain"
     if D.is_main():
         log.info("pretraining the RGB and depth trunks (the stand-in for ImageNet) in %s", root)
         pretrain_modalities(root, cfg, ("rgb", "depth"), workers=workers, progress=progress)
     D.barrier()
+    return demo_pretrained(out, cfg)
+
+
+def demo_pretrained(out: str | Path, cfg: PretrainConfig) -> dict[str, str]:
+    """The ``model.pretrained`` mapping of a demo in ``out``: where `modistill pretrain` with ``cfg`` puts
+    each modality's trunk under ``out/pretrain`` (the paths are part of the stage keys, so a by-hand run that
+    names the same paths reuses the demo's stages)."""
+    root = Path(out) / "pretrain"
     return {m: str(pretrain_dir(root, dataclasses.replace(cfg, modality=m)) / "backbone.safetensors")
             for m in ("rgb", "depth")}
+
+
+def demo_base_config(out: str | Path, settings: DemoSettings, pretrained: dict[str, str] | None) -> dict[str, Any]:
+    """The demo's experiment before the seed is set: the packaged config on the demo's cache in ``out``, both
+    streams starting from ``pretrained`` (None: from scratch)."""
+    raw = yaml.safe_load(packaged_config(settings.config))
+    raw["data"]["cache"] = str(Path(out) / "data" / f"cache_{settings.size}px")
+    if pretrained is not None:
+        raw["model"]["pretrained"] = pretrained
+    return raw
 
 
 def _seed_run(seed: int, threads: int | None, out: Path, base_raw: dict, overrides: Sequence[str]) -> list | None:
