@@ -1,5 +1,6 @@
 """The deployed model's dtype (modistill.deploy.precision): auto-selection from the CPU's flags (mocked both
-ways), the bf16 module against fp32 on a tiny model, and the refusals (unknown dtype, bf16 ONNX)."""
+ways), the bf16 module against fp32 on a tiny model, the refusals (unknown dtype, bf16 ONNX), and the BN
+folding of the deployed streams (by hand, and the whole model against the unfolded one)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from modistill.core.errors import ModistillError
 from modistill.deploy import DeployedModel
 from modistill.deploy import precision as P
 from modistill.models import Connection, MultiStreamNet, StreamSpec
+from modistill.models.fold import fold_conv_bn
+from modistill.models.temporal import TemporalConv
 
 # Excerpts of /proc/cpuinfo: a Sapphire-Rapids-class x86 (AMX + AVX-512 BF16), an AVX2-only x86, an ARM core.
 X86_AMX = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\nbogomips\t: 4000\n"
@@ -98,3 +101,64 @@ def test_fp32_preparation_changes_no_value():
         before = model.net({"rgb": x}, streams=("rgb", "hall")).logits
         after = P.prepare_module(copy.deepcopy(model), "fp32")(x)
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-6)
+
+
+def _randomise_bn_and_temporal(module: torch.nn.Module, seed: int) -> None:
+    """Non-trivial BN statistics and affine parameters, and temporal convs away from identity, so folding has
+    something to get wrong."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                # Moderate values: wild ones make a deep ResNet's activations explode, and rounding with them.
+                m.running_mean.copy_(0.5 * torch.randn(c, generator=g))
+                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+                m.weight.copy_(1 + 0.3 * torch.randn(c, generator=g))
+                m.bias.copy_(0.3 * torch.randn(c, generator=g))
+            elif isinstance(m, TemporalConv):
+                m.weight.add_(0.2 * torch.randn(m.weight.shape, generator=g))
+
+
+def test_fold_conv_bn_by_hand():
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1, bias=False)
+    bn = torch.nn.BatchNorm2d(3).eval()
+    with torch.no_grad():
+        conv.weight.copy_(torch.arange(54, dtype=torch.float32).view(3, 2, 3, 3) / 10)
+        bn.running_mean.copy_(torch.tensor([1.0, -2.0, 0.5]))
+        bn.running_var.copy_(torch.tensor([4.0, 0.25, 1.0]) - bn.eps)  # s = 2, 0.5, 1
+        bn.weight.copy_(torch.tensor([1.0, 2.0, -1.0]))
+        bn.bias.copy_(torch.tensor([0.0, 1.0, 3.0]))
+    f = fold_conv_bn(conv, bn)
+    torch.testing.assert_close(f.weight[0], conv.weight[0] / 2)
+    torch.testing.assert_close(f.weight[1], conv.weight[1] * 4)
+    torch.testing.assert_close(f.weight[2], -conv.weight[2])
+    # bias = beta - mu * gamma / s: 0 - 1/2, 1 + 2*4, 3 + 0.5
+    torch.testing.assert_close(f.bias, torch.tensor([-0.5, 9.0, 3.5]))
+    x = torch.randn(2, 2, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(f(x), bn(conv(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+def test_folded_deployed_model_equals_the_unfolded_one(backbone):
+    torch.manual_seed(0)
+    spec = StreamSpec(backbone=backbone, modality="rgb", width=0.125)
+    net = MultiStreamNet({"rgb": spec, "hall": spec}, 5, [Connection("hall", "rgb", (1, 2, 3, 4))])
+    model = DeployedModel(net, ("rgb", "hall")).eval()
+    _randomise_bn_and_temporal(model, 3)
+    x = torch.randn(2, 3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        ref = model(x)
+    bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    folded = P.prepare_module(copy.deepcopy(model), "fp32")
+    left = [m for m in folded.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    # Each stream keeps only the 4 BNs right after its temporal convs (one per stage).
+    assert len(left) == 2 * 4 and bns > 2 * 16
+    with torch.inference_mode():
+        got = folded(x)
+    scale = float(ref.abs().max())
+    assert scale > 1.0
+    assert float((got - ref).abs().max()) < 1e-5 * scale
+    unfolded = P.prepare_module(copy.deepcopy(model), "fp32", fold_bn=False)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in unfolded.modules()) == bns

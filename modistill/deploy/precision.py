@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from modistill.core.errors import ModistillError
+from modistill.models.fold import fold_stream_batchnorm
+from modistill.models.stream import VideoStream
 
 __all__ = [
     "BF16_CPU_FLAGS",
@@ -100,12 +102,19 @@ def onnx_dtype(requested: str = "auto") -> str:
     return "fp32"
 
 
-def prepare_module(module: nn.Module, dtype: str) -> nn.Module:
-    """``module`` in eval mode with its 4-D weights in channels_last and all floating parameters and buffers in
-    ``dtype`` (``"fp32"`` or ``"bf16"``), in place; returns it.
+def prepare_module(module: nn.Module, dtype: str, *, fold_bn: bool = True) -> nn.Module:
+    """``module`` in eval mode, its streams' BatchNorms folded into their convolutions (``fold_bn``,
+    `modistill.models.fold`: computed in fp32 before the cast), its 4-D weights in channels_last and all
+    floating parameters and buffers in ``dtype`` (``"fp32"`` or ``"bf16"``), in place; returns it. For
+    inference only: folded BNs no longer train.
 
     Converting (not autocasting) is the faster bf16 path (module docstring). Inputs must be cast by the caller
     (:class:`~modistill.deploy.model.DeployedModel` does)."""
     if dtype not in DTYPES:
         raise DeployDtypeError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-    return module.eval().to(memory_format=torch.channels_last).to(DTYPES[dtype])
+    module.eval()
+    if fold_bn:
+        for m in list(module.modules()):
+            if isinstance(m, VideoStream):
+                fold_stream_batchnorm(m)
+    return module.to(memory_format=torch.channels_last).to(DTYPES[dtype])

@@ -124,8 +124,9 @@ Block = BasicBlock | Bottleneck
 
 
 def _out_channels(unit: nn.Module) -> int:
-    bn = unit.bn3 if isinstance(unit, Bottleneck) else unit.bn2
-    return int(bn.num_features)
+    # From the last conv, not its BN: a deployed stream's BNs may be folded away (fold.py).
+    conv = unit.conv3 if isinstance(unit, Bottleneck) else unit.conv2
+    return int(conv.out_channels)
 
 
 class ResNet(nn.Module):
