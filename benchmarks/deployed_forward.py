@@ -14,8 +14,8 @@ Used by ``benchmarks/inference_latency.py`` (which prints and saves the table); 
   ResNet-18's last stage, 64-channel early stages) cannot fill AMX tiles or AVX-512 registers the way a
   2048-square matmul does, so this is the attainable ceiling for this model at batch 1.
 - **Runtimes**: PyTorch eager in the deployment's preparation (``modistill.deploy.precision.prepare_module``:
-  weights converted to the dtype and to channels_last), PyTorch fp32 with default-layout weights (the state
-  before), ``torch.autocast`` bf16, onnxruntime (``OnnxPredictor``, the export of ``export_onnx``) in fp32, and
+  BatchNorms folded into the convolutions, weights converted to the dtype and to channels_last), the same
+  without the folding (the state before it), PyTorch fp32 with default-layout weights (the state before that), ``torch.autocast`` bf16, onnxruntime (``OnnxPredictor``, the export of ``export_onnx``) in fp32, and
   ONNX graphs converted to fp16 / bf16 (reported as not supported, with onnxruntime's error, where it fails);
   optionally ``torch.compile`` with inductor's weight freezing (slow to compile, see ``--compile``).
 """
@@ -168,8 +168,12 @@ def runtimes(
     fp32 = prepare_module(copy.deepcopy(module), "fp32")
     bf16 = prepare_module(copy.deepcopy(module), "bf16")
     out["pytorch fp32, default-layout weights (before)"] = ("fp32", _torch_runner(module.eval(), x))
+    out["pytorch fp32, BN not folded (before)"] = (
+        "fp32", _torch_runner(prepare_module(copy.deepcopy(module), "fp32", fold_bn=False), x))
     out["pytorch fp32"] = ("fp32", _torch_runner(fp32, x))
     out["pytorch autocast bf16"] = ("bf16", _torch_runner(fp32, x, autocast=True))
+    out["pytorch bf16, BN not folded (before)"] = (
+        "bf16", _torch_runner(prepare_module(copy.deepcopy(module), "bf16", fold_bn=False), x))
     out["pytorch bf16 (deployed)"] = ("bf16", _torch_runner(bf16, x))
     with tempfile.TemporaryDirectory(prefix="modistill-forward-") as tmp_dir:  # sessions keep their graphs
         tmp, xn = Path(tmp_dir), x.numpy()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from modistill.recipes.experiment import ExperimentConfig
 
 from .runner import StageRun, run_recipe
 
-__all__ = ["VariantRun", "available_cores", "run_seeds", "run_variants", "seed_worker_setup"]
+__all__ = ["VariantRun", "available_cores", "exit_with_parent", "run_seeds", "run_variants", "seed_worker_setup"]
 
 R = TypeVar("R")
 
@@ -46,6 +48,22 @@ def seed_worker_setup(seed: int, threads: int | None) -> None:
                             datefmt="%H:%M:%S")
 
 
+def exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """In a seed worker: exit as soon as the process that started it is gone (its parent pid changes).
+
+    Why: a killed demo or ablation (SIGTERM, SIGKILL, a closed terminal) does not take spawned workers with it;
+    they trained on as orphans for the rest of the run, using the cores and writing into the stage folders a
+    resumed run writes into too."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(1)  # no cleanup: the stage checkpoints are written atomically, a resume continues
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def run_seeds(fn: Callable[..., R], seeds: Sequence[int], *args: Any) -> list[R]:
     """``[fn(seed, threads, *args) for seed in seeds]``, the seeds in parallel spawned processes.
 
@@ -55,7 +73,8 @@ def run_seeds(fn: Callable[..., R], seeds: Sequence[int], *args: Any) -> list[R]
     if D.is_distributed() or len(seeds) <= 1:
         return [fn(s, None, *args) for s in seeds]
     threads = max(1, available_cores() // len(seeds))
-    with ProcessPoolExecutor(max_workers=len(seeds), mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=len(seeds), mp_context=mp.get_context("spawn"),
+                             initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(fn, s, threads, *args) for s in seeds]
         return [f.result() for f in futures]
 
