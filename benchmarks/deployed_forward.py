@@ -15,7 +15,8 @@ Used by ``benchmarks/inference_latency.py`` (which prints and saves the table); 
   2048-square matmul does, so this is the attainable ceiling for this model at batch 1.
 - **Runtimes**: PyTorch eager in the deployment's preparation (``modistill.deploy.precision.prepare_module``:
   BatchNorms folded into the convolutions, weights converted to the dtype and to channels_last), the same
-  without the folding (the state before it), PyTorch fp32 with default-layout weights (the state before that), ``torch.autocast`` bf16, onnxruntime (``OnnxPredictor``, the export of ``export_onnx``) in fp32, and
+  without the folding (the state before it), PyTorch fp32 with default-layout weights (the state before
+  that), ``torch.autocast`` bf16, onnxruntime (``OnnxPredictor``, the export of ``export_onnx``) in fp32, and
   ONNX graphs converted to fp16 / bf16 (reported as not supported, with onnxruntime's error, where it fails);
   optionally ``torch.compile`` with inductor's weight freezing (slow to compile, see ``--compile``).
 """
