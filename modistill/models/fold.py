@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import ModelConfigError
 from .resnet import BasicBlock, Bottleneck, ResNet
 from .stream import TEMPORAL_UNIT, VideoStream
 
@@ -26,7 +27,7 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A new convolution computing ``bn(conv(x))`` with ``bn`` in eval mode (running statistics), in fp32 math
     and then ``conv``'s dtype, device and weight layout."""
     if bn.running_mean is None or bn.running_var is None:
-        raise ValueError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
+        raise ModelConfigError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
     w = conv.weight.float()
     scale = torch.ones_like(bn.running_var, dtype=torch.float32) if bn.weight is None else bn.weight.float()
     scale = scale / torch.sqrt(bn.running_var.float() + bn.eps)
