@@ -92,7 +92,8 @@ def test_kill_and_resume_matches_an_uninterrupted_run(cache, tmp_path, monkeypat
     assert [r["epoch"] for r in epochs if r.get("kind") == "epoch"] == [1, 2]
 
 
-def test_ablation_reuses_step1_from_an_earlier_run(cache, tmp_path, caplog, capsys):
+def _ablation_config(cache, tmp_path):
+    """``(out_dir, config path)`` of a one-epoch tiny experiment for `modistill ablation` on ``cache``."""
     root = tmp_path / "abl"
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(
@@ -101,6 +102,11 @@ def test_ablation_reuses_step1_from_an_earlier_run(cache, tmp_path, caplog, caps
         f"model: {{backbone: {TINY_MODEL['backbone']}, width: {TINY_MODEL['width']}}}\n"
         "train: {epochs: 1, batch_size: 4, progress: false, tensorboard: false}\n"
     )
+    return root, cfg
+
+
+def test_ablation_reuses_step1_from_an_earlier_run(cache, tmp_path, caplog, capsys):
+    root, cfg = _ablation_config(cache, tmp_path)
     caplog.set_level(logging.INFO, logger="modistill")
     # An earlier run in the same folder trained step 1.
     assert cli_main(["train", str(cfg), "--stage", "step1_rgb", "--stage", "step1_depth"]) == 0
@@ -149,14 +155,7 @@ def test_zero_epoch_stage_keeps_its_handover_and_is_not_retrained(cache, tmp_pat
 
 
 def test_ablation_over_seeds_reports_mean_std_and_per_seed_values(cache, tmp_path):
-    root = tmp_path / "abl"
-    cfg = tmp_path / "exp.yaml"
-    cfg.write_text(
-        f"out_dir: {root}\n"
-        f"data: {{cache: {cache}, frames: 2}}\n"
-        f"model: {{backbone: {TINY_MODEL['backbone']}, width: {TINY_MODEL['width']}}}\n"
-        "train: {epochs: 1, batch_size: 4, progress: false, tensorboard: false}\n"
-    )
+    root, cfg = _ablation_config(cache, tmp_path)
     assert cli_main(["ablation", str(cfg), "--variants", "step2_no_connections", "--seeds", "3", "4"]) == 0
     f = AblationFile.read(root / "ablation.json")
     assert f.seeds == [3, 4] and f.elapsed_s > 0
@@ -172,4 +171,5 @@ def test_ablation_over_seeds_reports_mean_std_and_per_seed_values(cache, tmp_pat
     md = (root / "ablation.md").read_text()
     assert "mean ± sample std over seeds [3, 4]" in md and "Wall time of the study" in md
     a = s["accuracy"]
-    assert f"| 9 | step2_no_connections | step2 | {s['evaluation']} | {100 * a['mean']:.1f} ± {100 * a['std']:.1f} |" in md
+    cells = f"{s['evaluation']} | {100 * a['mean']:.1f} ± {100 * a['std']:.1f} |"
+    assert f"| 9 | step2_no_connections | step2 | {cells}" in md

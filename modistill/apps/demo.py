@@ -93,7 +93,6 @@ def run_demo(out: str | Path, *, quick: bool = False, seeds: Sequence[int] | Non
     instead of from the pretrained trunks (the stand-in for ImageNet, docs/pretrain.md)."""
     if method not in ("depth", "motion", "both"):
         raise ValueError(f"method must be 'depth', 'motion' or 'both', got {method!r}")
-
     from modistill.data.prepare import PrepareOptions, prepare_cache
     from modistill.data.synth import generate_dataset
     from modistill.reporting.report import write_report

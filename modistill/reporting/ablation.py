@@ -90,12 +90,11 @@ def write_ablation(out: str | os.PathLike, rows: list[dict[str, Any]], protocol:
     table = ablation_markdown(rows, protocol)
     AblationFile(sorted(rows, key=lambda r: (*_order(r), r.get("seed") or 0)), protocol, seeds,
                  ablation_summary(rows), elapsed_s).write(Path(out) / "ablation.json")
-    head = "# Ablation (paper Table 2 rows)\n\n"
+    notes = []
     if seeds:
-        head += f"Test accuracy in %, mean ± sample std over seeds {seeds} (per-seed values in seed order). "
+        notes.append(f"Test accuracy in %, mean ± sample std over seeds {seeds} (per-seed values in seed order).")
     if elapsed_s is not None:
-        head += f"Wall time of the study: {elapsed_s / 60:.1f} min.\n\n"
-    elif seeds:
-        head += "\n\n"
-    write_text_atomic(Path(out) / "ablation.md", head + table)
+        notes.append(f"Wall time of the study: {elapsed_s / 60:.1f} min.")
+    intro = " ".join(notes) + "\n\n" if notes else ""
+    write_text_atomic(Path(out) / "ablation.md", "# Ablation (paper Table 2 rows)\n\n" + intro + table)
     return table
