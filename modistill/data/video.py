@@ -16,6 +16,8 @@ import numpy as np
 
 from modistill.core.errors import ModistillError
 
+from .decode_plan import decode_planned, packet_table
+
 if TYPE_CHECKING:
     import av
 
@@ -199,8 +201,10 @@ def _check_range(path: Path, want: np.ndarray, n: int) -> None:
 def _decode_selected(
     path: Path, indices: Sequence[int] | np.ndarray | None, convert: Callable[[Any], np.ndarray]
 ) -> np.ndarray:
-    """``convert(frame)`` of the frames ``indices`` (None: all) of the first video stream, stacked."""
-    av = _av()
+    """``convert(frame)`` of the frames ``indices`` (None: all) of the first video stream, stacked.
+
+    Selected frames are decoded by `decode_plan` (only the packets they need; bit-identical); when timestamps
+    cannot number the frames, sequentially up to the last requested one, numbering frames by counting."""
     want: np.ndarray | None = None
     if indices is not None:
         want = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -208,6 +212,41 @@ def _decode_selected(
             raise VideoReadError(f"{path}: negative frame index {int(want.min())}")
         if want.size == 0:
             return np.zeros((0,), np.uint8)
+        got = _decode_with_plan(path, want, convert)
+        if got is not None:
+            return np.stack([got[int(i)] for i in want])
+    return _decode_sequential(path, want, convert)
+
+
+def _decode_with_plan(
+    path: Path, want: np.ndarray, convert: Callable[[Any], np.ndarray]
+) -> dict[int, np.ndarray] | None:
+    av = _av()
+    container = _open(path)
+    try:
+        table = packet_table(container, container.streams.video[0])
+    except av.FFmpegError as e:
+        raise VideoReadError(f"{path}: cannot demux video ({e})") from e
+    finally:
+        container.close()
+    if table is None or table.frames == 0:
+        return None
+    _check_range(path, want, table.frames)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        return decode_planned(container, stream, table, want, convert)
+    except av.FFmpegError:
+        return None  # a damaged stream: the sequential decode reports where it fails, naming the file
+    finally:
+        container.close()
+
+
+def _decode_sequential(
+    path: Path, want: np.ndarray | None, convert: Callable[[Any], np.ndarray]
+) -> np.ndarray:
+    av = _av()
     container = _open(path)
     frames: dict[int, np.ndarray] = {}
     all_frames: list[np.ndarray] = []
