@@ -188,3 +188,26 @@ def test_stage_keys_are_content_addressed(cache, tmp_path):
     assert [n for n in a if a[n][1] == e[n][1]] == ["step1_rgb", "step1_depth", "step2", "step3"]
     f = plan(make_exp(cache, tmp_path / "x", ["train.progress=true", "train.num_workers=1"]))
     assert [n for n in a if a[n][1] == f[n][1]] == list(a)  # display / loader settings do not count
+
+
+def test_stage_keys_follow_the_pretrained_checkpoints_content_not_its_path(cache, tmp_path):
+    """Keyed on the path, a checkpoint replaced in place reused stages trained from the old weights, and the
+    same weights under another path re-trained everything."""
+    from safetensors.torch import save_file
+
+    ckpt = tmp_path / "a" / "init.safetensors"
+    ckpt.parent.mkdir()
+    save_file({"w": torch.zeros(3)}, str(ckpt))
+    moved = tmp_path / "b.safetensors"
+    moved.write_bytes(ckpt.read_bytes())
+
+    def keys(path, *extra):
+        p = plan(make_exp(cache, tmp_path / "x", [f"model.pretrained={path}", *extra]))
+        return {n: k for n, (_, k, _) in p.items()}
+
+    first = keys(ckpt)
+    assert keys(moved) == first  # same content elsewhere: same stages
+    assert keys(f"{{rgb: {moved}, depth: {ckpt}}}") == keys(f"{{depth: {moved}, rgb: {ckpt}}}")
+    save_file({"w": torch.ones(3)}, str(ckpt))  # replaced in place
+    replaced = keys(ckpt)
+    assert all(replaced[n] != first[n] for n in first)

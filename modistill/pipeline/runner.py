@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from modistill.core.config import dump_yaml, to_dict
+from modistill.core.digest import file_digest
 from modistill.distill.terms import compute_loss
 from modistill.engine import distributed as D
 from modistill.engine.checkpoint import save_checkpoint
@@ -91,13 +92,15 @@ def stage_key(exp: ExperimentConfig, stage: Stage, dep_keys: dict[str, str]) -> 
     train = {k: v for k, v in to_dict(stage_train_config(exp, stage)).items() if k not in _NON_SEMANTIC}
     data = to_dict(exp.data)
     data["cache"] = _cache_identity(data["cache"])
+    model = to_dict(exp.model)
+    model["pretrained"] = _pretrained_identity(exp.model.pretrained)
     return _key(
         {
             "stage": stage_identity(stage),
             "input_channels": exp.recipe.input_channels(),
             "deps": dep_keys,
             "data": data,
-            "model": to_dict(exp.model),
+            "model": model,
             "train": train,
         }
     )
@@ -111,6 +114,16 @@ def _cache_identity(path: str) -> str:
     cfg = Path(path) / "cache_config.json"
     text = cfg.read_text() if cfg.is_file() else str(Path(path).resolve())
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _pretrained_identity(pretrained: str | dict[str, str] | None) -> str | dict[str, str] | None:
+    """What identifies ``model.pretrained`` in stage keys: each checkpoint's content, not its path. Keyed on
+    the path, a checkpoint replaced in place would have reused stages trained from the old weights, and the
+    same file under another path re-trained everything. A path that is not a file stays as written (the
+    stage then fails to load it, naming it)."""
+    if isinstance(pretrained, dict):
+        return {m: file_digest(p) for m, p in sorted(pretrained.items())}
+    return file_digest(pretrained) if pretrained else pretrained
 
 
 def stage_dir(exp: ExperimentConfig, stage: Stage, key: str) -> Path:
