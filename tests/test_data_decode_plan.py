@@ -3,6 +3,7 @@ sequential decoding on the real fixture videos and on generated H.264 / FFV1 fil
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,18 @@ def test_generated_mpeg4_avi_without_b_frames_uses_the_plan(tmp_path):
     stats = DecodeStats()
     _planned(path, np.array([38]), stats)
     assert stats.sent < 39
+
+
+def test_decode_plan_benchmark_runs_on_the_fixtures(tmp_path, capsys):
+    import importlib.util
+
+    real_or_skip("video_kinetics", "arm_wrestling.mp4")
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "decode_plan.py"
+    spec = importlib.util.spec_from_file_location("decode_plan_bench", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "d.json"
+    assert mod.main(["--repeats", "1", "--out", str(out)]) == 0
+    rows = {r["video"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["arm_wrestling.mp4"]["plan"] and rows["arm_wrestling.mp4"]["decoded"] < 280
+    assert "| arm_wrestling.mp4 | h264 |" in capsys.readouterr().out
