@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(
             f"| {r['video']} | {r['codec']} | {r['size']} | {r['frames']} | {r.get('keyframes', '-')} | "
-            f"{'yes' if r['plan'] else 'no (AVI, B-frames)'} | {r.get('sent', '-')} | {r.get('decoded', '-')} | "
+            f"{'yes' if r['plan'] else 'no (sequential)'} | {r.get('sent', '-')} | {r.get('decoded', '-')} | "
             f"{r['planned_ms']:.0f} | {r['sequential_ms']:.0f} |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)

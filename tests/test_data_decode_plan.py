@@ -67,19 +67,35 @@ def test_real_mp4_frames_equal_sequential_decoding_and_skip_work(parts):
     assert stats.output < stats.sent <= stats.span <= len(full)
 
 
-def test_avi_with_b_frames_is_decoded_by_counting(ntu_fixtures):
-    """AVI stores no presentation times. The NTU video (H.264 with B-frames in AVI) gets FFmpeg-made
-    timestamps in decode order and the UCF101 one (packed MPEG-4 B-frames) shuffled ones: numbering frames by
-    them returned wrong frames during development, so no plan is made and frames are counted."""
+def test_ntu_avi_is_ordered_by_its_h264_slice_headers(ntu_fixtures):
+    """AVI stores no presentation times: FFmpeg numbers the NTU video's packets in decode order, so the plan
+    orders them by the pictures' POC (`h264_order`). Trusting the made-up timestamps returned wrong frames
+    during development; this checks every frame and the skipping."""
+    path = ntu_fixtures / "S001C001P001R001A001_rgb.avi"
+    table = _table(path)
+    assert table is not None and np.all(np.diff(table.pts) > 0)  # timestamps in decode order...
+    assert not np.all(np.diff(table.order) > 0)  # ...the display order is not
+    small = {"format": "rgb24", "width": 480, "height": 270}  # every frame, at 1/16 of the memory
+    full = _decode_sequential(path, None, lambda frame: frame.to_ndarray(**small))
+    for want in _index_sets(len(full)):
+        got = read_video_frames(path, want, size=(480, 270))
+        np.testing.assert_array_equal(got, full[want], err_msg=f"{want}")
+    stats = DecodeStats()
+    _planned(path, np.linspace(0, 102, 5).round().astype(np.int64), stats)
+    assert stats.output < 0.7 * stats.sent  # non-reference B-pictures were skipped
+
+
+def test_packed_mpeg4_b_frames_in_avi_are_decoded_by_counting():
+    """The UCF101 clip (MPEG-4 part 2 with packed B-frames in AVI): FFmpeg's timestamps are shuffled and no
+    bitstream order is read, so no plan is made and frames are counted."""
     ucf = real_or_skip("video_ucf101", "ApplyEyeMakeup", "v_ApplyEyeMakeup_g01_c01.avi")
-    for path in (ntu_fixtures / "S001C001P001R001A001_rgb.avi", ucf):
-        assert _table(path) is None
+    assert _table(ucf) is None
     full = _sequential(ucf)
     for want in _index_sets(len(full)):
         np.testing.assert_array_equal(read_video_frames(ucf, want), full[want])
 
 
-def _h264(path: Path, n: int = 48, keyint: int = 10) -> np.ndarray:
+def _h264(path: Path, n: int = 48, keyint: int = 10, extra: str = "") -> np.ndarray:
     """An H.264 MP4 with B-frames (3, pyramid) and a keyframe every ``keyint`` frames; returns the frames."""
     import av
 
@@ -87,12 +103,12 @@ def _h264(path: Path, n: int = 48, keyint: int = 10) -> np.ndarray:
     frames = np.zeros((n, 32, 48, 3), np.uint8)
     for i in range(n):  # a block that moves (motion-compensated), over fixed noise
         frames[i] = rng.integers(0, 30, (32, 48, 3)) if i == 0 else frames[0]
-        frames[i, 8:20, i % 36 : i % 36 + 12] = (200, 40 + 4 * i, 90)
+        frames[i, 8:20, i % 36 : i % 36 + 12] = (200, 40 + 3 * (i % 60), 90)
     with av.open(str(path), mode="w") as out:
         stream = out.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
         stream.options = {
-            "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes=3:b-pyramid=normal"
+            "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes=3:b-pyramid=normal{extra}"
         }
         for img in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
@@ -122,6 +138,24 @@ def test_generated_h264_skips_whole_groups_of_pictures(tmp_path):
     np.testing.assert_array_equal(got[5], full[5])
     np.testing.assert_array_equal(got[45], full[45])
     assert stats.sent <= 20 < stats.span
+
+
+@pytest.mark.parametrize("suffix", [".avi", ".mkv"])
+@pytest.mark.parametrize("extra", ["", ":open-gop=1", ":b-pyramid=none:ref=1"])
+def test_generated_h264_without_stored_times_or_with_open_gops_is_exact(tmp_path, suffix, extra):
+    """H.264 in AVI (order from the slice headers) and in Matroska (stored times), closed and open groups of
+    pictures (open: the B-pictures before a non-IDR keyframe reference the previous group)."""
+    import av
+
+    if "libx264" not in av.codecs_available:
+        pytest.skip("this PyAV build has no libx264 encoder")
+    path = tmp_path / f"v{suffix}"
+    _h264(path, n=60, keyint=12, extra=extra)
+    full = _sequential(path)
+    assert len(full) == 60 and _table(path) is not None
+    assert _planned(path, np.array([5, 30, 59]), DecodeStats()) is not None  # the plan ran, no fallback
+    for want in _index_sets(60) + [np.array([11, 12, 13, 23, 24, 59])]:
+        np.testing.assert_array_equal(read_video_frames(path, want), full[want], err_msg=f"{want}")
 
 
 def test_depth_video_decodes_only_the_groups_holding_requested_frames(tmp_path):

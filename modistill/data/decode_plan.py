@@ -18,20 +18,23 @@ decoding). Then, for the requested frames:
   ``arm_wrestling.mp4`` (H.264, 280 frames, 4 keyframes) 175 packets reach the decoder and 109 frames are
   decoded, instead of all 280.
 
-When the timestamps cannot number the frames (`packet_table` returns None: AVI with B-frames, such as the
-real NTU RGB+D videos, whose decoding this cannot shorten; or `decode_planned` does: a decoded frame whose
-pts is not a packet's, or out of display order), the caller decodes sequentially, numbering frames by
-counting, as before. Exactness against sequential decoding is tested on the real fixture videos (H.264 in AVI
-and MP4, MPEG-4 part 2) and on generated ones (tests/test_data_decode_plan.py).
+When nothing gives the display order (`packet_table` returns None: e.g. packed MPEG-4 B-frames in AVI; H.264
+in AVI, such as the real NTU RGB+D videos, is ordered by its slice headers, `h264_order`) or the decoder
+contradicts it (`decode_planned` returns None: a decoded frame whose pts is not a packet's, or out of display
+order), the caller decodes sequentially, numbering frames by counting, as before. Exactness against
+sequential decoding is tested on the real fixture videos (H.264 in AVI and MP4, MPEG-4 part 2) and on
+generated ones (H.264 in AVI and Matroska, open and closed GOPs; tests/test_data_decode_plan.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .h264_order import display_keys
 
 __all__ = ["DecodeStats", "PacketTable", "decode_planned", "needed_packets", "packet_table"]
 
@@ -43,18 +46,22 @@ offsets, Matroska block timestamps, MPEG-TS PES pts, FLV composition time)."""
 
 @dataclass(frozen=True)
 class PacketTable:
-    """The non-empty packets of a video stream in decode order: ``pts`` (P,) int64 and ``key`` (P,) bool."""
+    """The non-empty packets of a video stream in decode order: ``pts`` (P,) int64 (they identify packets
+    and the frames decoded from them), ``key`` (P,) bool (keyframes) and ``order`` (P,) int64, keys whose
+    order is the display order (the pts themselves where the container stores them; for H.264 in AVI,
+    `h264_order.display_keys`)."""
 
     pts: np.ndarray
     key: np.ndarray
+    order: np.ndarray
 
     @property
     def frames(self) -> int:
         return len(self.pts)
 
     def display_order(self) -> np.ndarray:
-        """(P,) decode positions of display indices 0..P-1 (display index = rank of pts)."""
-        return np.argsort(self.pts, kind="stable")
+        """(P,) decode positions of display indices 0..P-1."""
+        return np.argsort(self.order, kind="stable")
 
 
 @dataclass
@@ -68,25 +75,43 @@ class DecodeStats:
 
 
 def packet_table(container: Any, stream: Any) -> PacketTable | None:
-    """Demux ``stream`` of an opened PyAV ``container`` once (no decoding). None when the timestamps cannot
-    number the frames in display order: a non-empty packet without pts, two packets sharing one, or a stream
-    that reorders frames (B-frames) in a container that stores no presentation times. AVI is such a
-    container: FFmpeg makes its timestamps up, in decode order for the real NTU RGB+D videos (H.264 with
-    B-frames) and shuffled for packed MPEG-4 B-frames (the UCF101 fixture), so frames of such a file can
-    only be numbered by counting. Without B-frames, decode order is display order in any container."""
+    """Demux ``stream`` of an opened PyAV ``container`` once (no decoding). None when nothing gives the
+    display order: a non-empty packet without pts, two packets sharing one, or a stream that reorders
+    frames (B-frames) in a container that stores no presentation times, unless it is H.264, whose slice
+    headers give the order (`h264_order`). AVI is such a container: FFmpeg makes its timestamps up, in decode
+    order for the real NTU RGB+D videos (H.264 with B-frames: ordered by their slice headers) and shuffled
+    for packed MPEG-4 B-frames (the UCF101 fixture: no plan, frames are numbered by counting). Without
+    B-frames, decode order is display order in any container."""
+    reorders = bool(stream.codec_context.has_b_frames)
+    from_bitstream = reorders and not STORES_PTS & set(container.format.name.split(","))
+    if from_bitstream and stream.codec_context.name != "h264":
+        return None
     pts: list[int] = []
     key: list[bool] = []
-    for packet in container.demux(stream):
-        if packet.size <= 0:
-            continue
-        if packet.pts is None:
-            return None
-        pts.append(int(packet.pts))
-        key.append(bool(packet.is_keyframe))
-    table = PacketTable(np.asarray(pts, np.int64), np.asarray(key, bool))
-    if len(np.unique(table.pts)) != table.frames:
+    complete = True
+
+    def payloads() -> Iterator[bytes]:  # one pass: the table's columns fill as the bitstream is read
+        nonlocal complete
+        for packet in container.demux(stream):
+            if packet.size <= 0:
+                continue
+            if packet.pts is None:
+                complete = False
+                return
+            pts.append(int(packet.pts))
+            key.append(bool(packet.is_keyframe))
+            yield bytes(packet) if from_bitstream else b""
+
+    if from_bitstream:
+        order = display_keys(payloads(), stream.codec_context.extradata)
+    else:
+        for _ in payloads():
+            pass
+        order = np.asarray(pts, np.int64)
+    if not complete or order is None or len(order) != len(pts):
         return None
-    if bool(stream.codec_context.has_b_frames) and not STORES_PTS & set(container.format.name.split(",")):
+    table = PacketTable(np.asarray(pts, np.int64), np.asarray(key, bool), order)
+    if len(np.unique(table.pts)) != table.frames:
         return None
     return table
 
@@ -99,7 +124,7 @@ def needed_packets(table: PacketTable, targets: np.ndarray) -> np.ndarray:
     key_pos = np.flatnonzero(table.key)
     for t in np.unique(targets):
         p = int(order[int(t)])
-        usable = key_pos[(key_pos <= p) & (table.pts[key_pos] <= table.pts[p])]
+        usable = key_pos[(key_pos <= p) & (table.order[key_pos] <= table.order[p])]
         start = int(usable[-1]) if usable.size else 0
         need[start : p + 1] = True
     return need
