@@ -347,3 +347,29 @@ def test_predict_real_ntu_video(ntu_fixtures, exported, capsys):
     # The crop fractions learned on the 320x180 synthetic videos scale to the full-HD frame.
     assert out["crop_px"] == list(crop_box_pixels(spec.crop.groups["1|1"], (1080, 1920)))
     assert len(out["top_k"]) == 3 and math.isclose(sum(r["probability"] for r in out["top_k"]), 1.0)
+
+
+def test_run_trained_under_other_stage_keys_still_opens(tiny_run, tmp_path):
+    """A run trained before a change to how stage keys are computed: its stage folders carry the old keys.
+    `open_run` (eval, export, predict) finds them through results.json; before, it said "no result"."""
+    import json
+    import shutil
+
+    from modistill.pipeline.session import RunError, open_run
+
+    run = shutil.copytree(tiny_run["run"], tmp_path / "run")
+    planned = open_run(run).stage("step4").dir
+    old = planned.with_name("step4-0123456789ab")  # the folder name an older key scheme gave it
+    planned.rename(old)
+    results = json.loads((run / "results.json").read_text())
+    results["stages"]["step4"]["dir"] = f"somewhere/else/stages/{old.name}"  # recorded from another cwd
+    (run / "results.json").write_text(json.dumps(results))
+    handle = open_run(run)
+    assert handle.stage("step4").dir == old
+    assert handle.stage("step4").result["test"]["accuracy"] >= 0
+    # a folder whose stage definition differs from the planned one is not taken for it
+    spec = json.loads((old / "stage.json").read_text())
+    spec["stage"]["fusion"] = "max"
+    (old / "stage.json").write_text(json.dumps(spec))
+    with pytest.raises(RunError, match="stage 'step4' has no result"):
+        open_run(run).stage("step4")

@@ -5,6 +5,7 @@ Shared by the CLI commands (train, eval, robustness, export, predict, demo) so e
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,9 +19,10 @@ from modistill.core.config import load_config
 from modistill.core.errors import ModistillError
 from modistill.data import cache as C
 from modistill.recipes.experiment import ExperimentConfig, RecipeConfig, build_recipe
+from modistill.recipes.stages import stage_to_dict
 
-from .files import RunDatasetFile
-from .runner import StageRun, load_stage_model, plan_recipe
+from .files import RunDatasetFile, RunResultsFile, StageResultFile, StageSpecFile
+from .runner import PlannedStage, StageRun, load_stage_model, plan_recipe
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +73,10 @@ def check_cache_modalities(exp: ExperimentConfig, stages: Sequence[str] | None =
         what = "; ".join(f"{m} (stages {', '.join(v)})" for m, v in lacking.items())
         hint = []
         if "depth" in lacking:
-            hint.append("the depth recipes need a cache with depth (an RGB-D source); for RGB-only data use "
-                        "recipe.name=motion with a flow cache")
+            hint.append(
+                "the depth recipes need a cache with depth (an RGB-D source); for RGB-only data use "
+                "recipe.name=motion with a flow cache"
+            )
         if any(m.startswith("flow") for m in lacking):
             hint.append("add flow with `modistill prepare ... --flow`")
         raise C.CacheError(
@@ -116,8 +120,14 @@ def cache_datasets(exp: ExperimentConfig, stages: Sequence[str] | None = None):
             )
             if not any(k[0] == split for k in built):  # once per split: its size and how it was drawn
                 notes = "; ".join(getattr(ds, "split_notes", []))
-                log.info("%s: %s split of protocol %s: %d videos%s", root, split, rule.protocol, len(ds.records),
-                         f" ({notes})" if notes else "")
+                log.info(
+                    "%s: %s split of protocol %s: %d videos%s",
+                    root,
+                    split,
+                    rule.protocol,
+                    len(ds.records),
+                    f" ({notes})" if notes else "",
+                )
             built[key] = StackedClips(ds, clips) if clips > 1 else ds
         return built[key]
 
@@ -186,6 +196,48 @@ class RunHandle:
         return self.stage(stage).result
 
 
+def _recorded_stage_dirs(run_dir: Path) -> dict[str, str]:
+    """Stage name -> the folder the run's ``results.json`` names (as written when it trained)."""
+    f = run_dir / "results.json"
+    if not f.is_file():
+        return {}
+    return {
+        n: str(e["dir"])
+        for n, e in RunResultsFile.read(f).stages.items()
+        if isinstance(e, dict) and e.get("dir")
+    }
+
+
+def _recorded_stage(planned: PlannedStage, recorded: str | None) -> StageRun | None:
+    """The stage the run trained, found through ``results.json`` when its planned folder is absent: a run
+    trained before a change to how stage keys are computed (e.g. `model.pretrained` keyed by content since
+    this version) keeps working with `eval`, `export`, `predict`. The folder is looked up by name under
+    the planned stage root (runs and stage roots may move) and used only when its ``stage.json`` holds the
+    same stage definition as the one planned."""
+    if recorded is None:
+        return None
+    folder = planned.dir.parent / Path(recorded).name
+    spec, result = folder / "stage.json", folder / "result.json"
+    if not (spec.is_file() and result.is_file()):
+        return None
+    if StageSpecFile.read(spec).stage != json.loads(
+        json.dumps(stage_to_dict(planned.stage))
+    ):  # tuples -> lists
+        return None
+    log.info(
+        "%s: using %s, the folder results.json names (trained under other stage keys)",
+        planned.stage.name,
+        folder,
+    )
+    return StageRun(
+        planned.stage,
+        folder.name.rsplit("-", 1)[-1],
+        folder,
+        StageResultFile.read(result).to_dict(),
+        reused=True,
+    )
+
+
 def open_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> RunHandle:
     """Open ``run_dir`` (an experiment out_dir): reads its ``config.yaml`` and finds finished stages."""
     run_dir = Path(run_dir)
@@ -195,8 +247,9 @@ def open_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> RunHandle:
     exp = load_experiment(cfg_file, overrides)
     exp.out_dir = str(run_dir)  # the folder may have moved since training
     stages: dict[str, StageRun] = {}
+    recorded = _recorded_stage_dirs(run_dir)
     for name, planned in plan_recipe(exp).items():
-        done = planned.finished()
+        done = planned.finished() or _recorded_stage(planned, recorded.get(name))
         if done is not None:
             stages[name] = done
     meta_file = run_dir / "dataset.json"
