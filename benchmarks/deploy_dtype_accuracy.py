@@ -29,17 +29,23 @@ if str(REPO) not in sys.path:  # run as a script from a checkout without install
     sys.path.insert(0, str(REPO))
 
 from modistill.deploy import load_deployed  # noqa: E402
+from modistill.engine.utils import device_transform_of  # noqa: E402
 from modistill.pipeline.session import cache_datasets, open_run  # noqa: E402
 
 SPLITS = ("test", "val", "train")
 
 
 def _logits(deployed, dataset, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(N, classes)`` logits and ``(N,)`` labels over ``dataset`` (items with "rgb" (K, 3, S, S), "label")."""
+    """``(N, classes)`` logits and ``(N,)`` labels over ``dataset`` (items with "rgb" and "label"; uint8 items
+    are normalised by the dataset's ``device_transform``, as the engine does, into (K, 3, S, S) floats)."""
+    on_device = device_transform_of(dataset)
     out, labels = [], []
     for start in range(0, len(dataset), batch):
         items = [dataset[i] for i in range(start, min(start + batch, len(dataset)))]
-        out.append(deployed.logits(torch.stack([it["rgb"] for it in items])))
+        clips = {"rgb": torch.stack([it["rgb"] for it in items])}
+        if on_device is not None:
+            clips = on_device(clips)
+        out.append(deployed.logits(clips["rgb"]))
         labels += [int(it["label"]) for it in items]
     return np.concatenate(out), np.asarray(labels)
 

@@ -373,3 +373,17 @@ def test_run_trained_under_other_stage_keys_still_opens(tiny_run, tmp_path):
     (old / "stage.json").write_text(json.dumps(spec))
     with pytest.raises(RunError, match="stage 'step4' has no result"):
         open_run(run).stage("step4")
+
+
+def test_deploy_dtype_accuracy_benchmark_runs(tiny_run):
+    """benchmarks/deploy_dtype_accuracy.py on a trained run: its fp32 test accuracy equals the recorded one
+    (it broke unnoticed when the cache began to hand out uint8 frames normalised on the device)."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "deploy_dtype_accuracy.py"
+    spec = importlib.util.spec_from_file_location("deploy_dtype_accuracy", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    row = mod.compare_stage(tiny_run["run"], "step4")
+    assert row["test"]["n"] > 0 and 0 <= row["test"]["top1_agreement"] <= 1
+    assert row["fp32_reproduces_recorded"]
