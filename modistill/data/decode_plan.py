@@ -36,7 +36,7 @@ import numpy as np
 
 from .h264_order import display_keys
 
-__all__ = ["DecodeStats", "PacketTable", "decode_planned", "needed_packets", "packet_table"]
+__all__ = ["DecodeStats", "PacketTable", "decode_planned", "needed_packets", "packet_table", "plannable"]
 
 
 STORES_PTS = frozenset({"mov", "mp4", "matroska", "webm", "mpegts", "flv"})
@@ -74,6 +74,14 @@ class DecodeStats:
     span: int = 0
 
 
+def plannable(container: Any, stream: Any) -> bool:
+    """Whether `packet_table` can order the frames, from the opened stream's parameters alone (no demuxing):
+    no B-frames, or a container that stores presentation times, or H.264 (ordered by its slice headers)."""
+    if not bool(stream.codec_context.has_b_frames):
+        return True
+    return bool(STORES_PTS & set(container.format.name.split(","))) or stream.codec_context.name == "h264"
+
+
 def packet_table(container: Any, stream: Any) -> PacketTable | None:
     """Demux ``stream`` of an opened PyAV ``container`` once (no decoding). None when nothing gives the
     display order: a non-empty packet without pts, two packets sharing one, or a stream that reorders
@@ -82,10 +90,10 @@ def packet_table(container: Any, stream: Any) -> PacketTable | None:
     order for the real NTU RGB+D videos (H.264 with B-frames: ordered by their slice headers) and shuffled
     for packed MPEG-4 B-frames (the UCF101 fixture: no plan, frames are numbered by counting). Without
     B-frames, decode order is display order in any container."""
+    if not plannable(container, stream):
+        return None
     reorders = bool(stream.codec_context.has_b_frames)
     from_bitstream = reorders and not STORES_PTS & set(container.format.name.split(","))
-    if from_bitstream and stream.codec_context.name != "h264":
-        return None
     pts: list[int] = []
     key: list[bool] = []
     complete = True

@@ -16,7 +16,7 @@ import numpy as np
 
 from modistill.core.errors import ModistillError
 
-from .decode_plan import decode_planned, packet_table
+from .decode_plan import decode_planned, packet_table, plannable
 
 if TYPE_CHECKING:
     import av
@@ -212,17 +212,20 @@ def _decode_selected(
             raise VideoReadError(f"{path}: negative frame index {int(want.min())}")
         if want.size == 0:
             return np.zeros((0,), np.uint8)
-        got = _decode_with_plan(path, want, convert)
+        container = _open(path)
+        if not plannable(container, container.streams.video[0]):
+            return _decode_sequential(path, want, convert, container)  # opening probes: do it once
+        got = _decode_with_plan(path, container, want, convert)
         if got is not None:
             return np.stack([got[int(i)] for i in want])
     return _decode_sequential(path, want, convert)
 
 
 def _decode_with_plan(
-    path: Path, want: np.ndarray, convert: Callable[[Any], np.ndarray]
+    path: Path, container: Any, want: np.ndarray, convert: Callable[[Any], np.ndarray]
 ) -> dict[int, np.ndarray] | None:
+    """The planned decode (`decode_plan`); ``container``: ``path`` opened, read for the table, then closed."""
     av = _av()
-    container = _open(path)
     try:
         table = packet_table(container, container.streams.video[0])
     except av.FFmpegError as e:
@@ -244,10 +247,11 @@ def _decode_with_plan(
 
 
 def _decode_sequential(
-    path: Path, want: np.ndarray | None, convert: Callable[[Any], np.ndarray]
+    path: Path, want: np.ndarray | None, convert: Callable[[Any], np.ndarray], container: Any = None
 ) -> np.ndarray:
+    """Decode in order, numbering frames by counting; ``container``: ``path`` freshly opened, or None."""
     av = _av()
-    container = _open(path)
+    container = container if container is not None else _open(path)
     frames: dict[int, np.ndarray] = {}
     all_frames: list[np.ndarray] = []
     last = int(want.max()) if want is not None else -1
