@@ -17,12 +17,14 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from modistill.core.errors import ModistillError
+
 __all__ = ["display_keys"]
 
 _HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
 
 
-class _Unsupported(Exception):
+class _Unsupported(ModistillError):
     """The stream uses a feature this reader does not follow (the caller falls back to sequential decoding)."""
 
 

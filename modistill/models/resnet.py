@@ -27,7 +27,9 @@ from .registry import register_model
 # A temporal op maps a per-frame batch (B*T, C, H, W) to the same shape, given T.
 TemporalOp = Callable[[Tensor, int], Tensor]
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet34", "resnet50", "STAGE_NAMES"]
+__all__ = [
+    "BasicBlock", "Bottleneck", "ResNet", "SubsampledPointwiseConv", "resnet18", "resnet34", "resnet50", "STAGE_NAMES",
+]
 
 STAGE_NAMES = ("layer1", "layer2", "layer3", "layer4")
 
@@ -36,7 +38,27 @@ def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
 
 
+class SubsampledPointwiseConv(nn.Conv2d):
+    """A 1x1 convolution with stride s, computed as keeping every s-th row and column and then a stride-1 1x1
+    convolution: the same map, the same parameters and state-dict keys (``weight``), the same ``stride``
+    attribute. Why: on an x86 CPU without AVX-512 (AMD EPYC with AVX2, torch 2.13.0+cpu) the backward of a
+    channels_last 1x1 stride-2 convolution with fewer than 8 input channels corrupts the heap: glibc aborts
+    ("double free or corruption"), or gradients differ from run to run. ResNets reach it at width <= 0.0625
+    (the layer2 downsample has 4 input channels); `_conv1x1` uses this class only there, so every other
+    model keeps the plain kernel (tests/test_models_resnet_downsample.py)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        sh, sw = self.stride
+        return nn.functional.conv2d(x[:, :, ::sh, ::sw], self.weight, self.bias)
+
+
+# Below this many input channels a strided 1x1 conv is computed by `SubsampledPointwiseConv`.
+_SMALL_POINTWISE_CIN = 8
+
+
 def _conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    if stride != 1 and cin < _SMALL_POINTWISE_CIN:
+        return SubsampledPointwiseConv(cin, cout, kernel_size=1, stride=stride, bias=False)
     return nn.Conv2d(cin, cout, kernel_size=1, stride=stride, bias=False)
 
 
