@@ -74,12 +74,16 @@ class DecodeStats:
     span: int = 0
 
 
+def _order_from_bitstream(container: Any, stream: Any) -> bool:
+    """Frames are reordered (B-frames) and the container stores no presentation times."""
+    stores_pts = bool(STORES_PTS & set(container.format.name.split(",")))
+    return bool(stream.codec_context.has_b_frames) and not stores_pts
+
+
 def plannable(container: Any, stream: Any) -> bool:
     """Whether `packet_table` can order the frames, from the opened stream's parameters alone (no demuxing):
     no B-frames, or a container that stores presentation times, or H.264 (ordered by its slice headers)."""
-    if not bool(stream.codec_context.has_b_frames):
-        return True
-    return bool(STORES_PTS & set(container.format.name.split(","))) or stream.codec_context.name == "h264"
+    return not _order_from_bitstream(container, stream) or stream.codec_context.name == "h264"
 
 
 def packet_table(container: Any, stream: Any) -> PacketTable | None:
@@ -92,8 +96,7 @@ def packet_table(container: Any, stream: Any) -> PacketTable | None:
     B-frames, decode order is display order in any container."""
     if not plannable(container, stream):
         return None
-    reorders = bool(stream.codec_context.has_b_frames)
-    from_bitstream = reorders and not STORES_PTS & set(container.format.name.split(","))
+    from_bitstream = _order_from_bitstream(container, stream)
     pts: list[int] = []
     key: list[bool] = []
     complete = True

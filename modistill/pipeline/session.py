@@ -220,9 +220,8 @@ def _recorded_stage(planned: PlannedStage, recorded: str | None) -> StageRun | N
     spec, result = folder / "stage.json", folder / "result.json"
     if not (spec.is_file() and result.is_file()):
         return None
-    if StageSpecFile.read(spec).stage != json.loads(
-        json.dumps(stage_to_dict(planned.stage))
-    ):  # tuples -> lists
+    planned_spec = json.loads(json.dumps(stage_to_dict(planned.stage)))  # as stage.json holds it: lists
+    if StageSpecFile.read(spec).stage != planned_spec:
         return None
     log.info(
         "%s: using %s, the folder results.json names (trained under other stage keys)",
