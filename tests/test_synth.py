@@ -250,7 +250,9 @@ def test_cli(tmp_path, capsys):
 
     assert "synth" in dict(COMMANDS)
     assert _cli(["--list-classes"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 12
+    from modistill.data.synth.actions import ACTIONS
+
+    assert len(capsys.readouterr().out.strip().splitlines()) == len(ACTIONS)
     out = tmp_path / "cli"
     argv = [str(out), "--preset", "tiny", "--classes", "wave,clap", "--subjects", "1", "--cameras", "1"]
     argv += ["--rgb-size", "96x54", "--depth-size", "64x53", "--frames", "8-8", "--no-progress"]

@@ -4,10 +4,12 @@ Each class is a function ``(performer, n_frames, rng) -> PoseTrack``. Per sample
 amplitude, phase, start and end times; the performer adds a personal style (``Performer.style``) and every
 sample carries idle motion (sway, breathing, head wobble) so no two samples are alike.
 
-The class set is designed so that depth is genuinely informative: four *depth pairs* differ mainly along the
-optical axis of the central camera C001 (the performer faces it), so their RGB images from the front are
-alike while their depth differs by 0.2-0.6 m; four *image-plane* classes move mostly across the image and are
-easy in RGB too. See docs/synthetic.md for the table.
+The class set is designed so that each modality carries information the other lacks: *depth pairs* differ
+mainly along the optical axis of the central camera C001 (the performer faces it), so their RGB images from the
+front are alike while their depth differs by 0.2-0.6 m; *appearance pairs* share one motion and one held object
+whose colour alone tells them apart, so their depth is identical in distribution (the counterpart of NTU's
+object classes, whose small objects the Kinect depth barely resolves); *image-plane* classes move mostly
+across the image and are visible in both. See docs/synthetic.md for the table.
 """
 
 from __future__ import annotations
@@ -20,20 +22,32 @@ import numpy as np
 from .body import Performer, PoseTrack, lower_root_for_feet, trunk_frames
 from .geometry import lerp, rot_y, smooth_noise, smoothstep
 
-__all__ = ["ActionClass", "ACTIONS", "ACTION_NAMES", "resolve_classes", "make_track"]
+__all__ = ["ActionClass", "Prop", "ACTIONS", "ACTION_NAMES", "resolve_classes", "make_track"]
 
 FPS = 30.0
 
 
 @dataclass(frozen=True)
+class Prop:
+    """An object held in the right hand: ``shape`` ``"card"`` (a flat 11 x 15 cm card held up by its lower
+    edge) or ``"mug"`` (an 8 cm wide, 10 cm tall cylinder in the grip), ``color`` its linear RGB albedo."""
+
+    shape: str
+    color: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
 class ActionClass:
-    """A named parametric motion. ``pair`` names the class it is hard to tell apart from in front-view RGB."""
+    """A named parametric motion. ``pair`` names the class it is hard to tell apart from: in front-view RGB
+    for a ``"depth-pair"``, in depth for an ``"appearance-pair"`` (same motion function, a prop of the same
+    shape in another colour); ``prop`` the held object, if any."""
 
     name: str
     description: str
-    kind: str  # "depth-pair" | "image-plane"
+    kind: str  # "depth-pair" | "appearance-pair" | "image-plane"
     pair: str | None
     fn: Callable[[Performer, int, np.random.Generator], PoseTrack]
+    prop: Prop | None = None
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -286,8 +300,43 @@ def jumping_jack(perf: Performer, n: int, rng: np.random.Generator) -> PoseTrack
     return tr
 
 
-def _cls(fn: Callable, pair: str | None, description: str) -> ActionClass:
-    return ActionClass(fn.__name__, description, "depth-pair" if pair else "image-plane", pair, fn)
+def show_card(perf: Performer, n: int, rng: np.random.Generator) -> PoseTrack:
+    """The right arm raised high holding a card up, as a referee shows one (appearance pairs: the card's
+    colour is the only difference between ``show_red_card`` and ``show_yellow_card``)."""
+    tr = _base(perf, n, rng)
+    e = _envelope(n, rng, perf, rise=(0.15, 0.25))
+    reach = _reach(perf)
+    elev = np.deg2rad(rng.uniform(60, 80)) * perf.style["amplitude"]
+    d = np.array([rng.uniform(0.15, 0.35), np.sin(elev), -rng.uniform(0.15, 0.4)])
+    raised = np.tile(d / np.linalg.norm(d) * 0.95 * reach, (n, 1))
+    raised += 0.015 * smooth_noise(rng, n, dims=3, freqs=(0.5, 1.2))  # the held card shakes a little
+    tr.wrist["r"] = lerp(tr.wrist["r"], raised, e)
+    tr.elbow_pole["r"] = _vec(n, 1.0, -0.3, 0.3)
+    tr.wrist_flex["r"] = np.deg2rad(rng.uniform(-10, 10)) * e
+    return tr
+
+
+def drink(perf: Performer, n: int, rng: np.random.Generator) -> PoseTrack:
+    """The right hand brings a mug to the mouth, the head tilts back, then the mug goes down (appearance
+    pairs: ``drink_from_white_mug`` and ``drink_from_dark_mug`` differ only in the mug's colour)."""
+    tr = _base(perf, n, rng)
+    e = _envelope(n, rng, perf, rise=(0.2, 0.3))
+    L = perf.lengths
+    # Relative to the right shoulder (chest frame): in front of and below the mouth, near the midline.
+    up = L["shoulder_drop"] + L["neck"] - rng.uniform(0.1, 0.14)
+    mouth = _vec(n, -L["shoulder_w"] + rng.uniform(0.04, 0.08), up, -rng.uniform(0.17, 0.22))
+    tr.wrist["r"] = lerp(tr.wrist["r"], mouth, e)
+    tr.elbow_pole["r"] = _vec(n, 0.6, -1.0, 0.1)
+    tr.wrist_flex["r"] = np.deg2rad(rng.uniform(-35, -20)) * e
+    tr.head_pitch -= np.deg2rad(rng.uniform(8, 18)) * smoothstep(np.clip(2 * e - 1, 0, 1))
+    return tr
+
+
+def _cls(
+    fn: Callable, pair: str | None, description: str, *, name: str | None = None, prop: Prop | None = None
+) -> ActionClass:
+    kind = "image-plane" if pair is None else "appearance-pair" if prop is not None else "depth-pair"
+    return ActionClass(name or fn.__name__, description, kind, pair, fn, prop)
 
 
 # fmt: off
@@ -312,6 +361,14 @@ ACTIONS: tuple[ActionClass, ...] = (
     _cls(clap, None, "hands clap repeatedly in front of the chest at 1.8-2.6 Hz"),
     _cls(squat, None, "knees bend until the hips drop 0.3-0.42 m, arms swing forward, then up again"),
     _cls(jumping_jack, None, "jumps with arms swung overhead and feet apart, 1.1-1.6 Hz"),
+    _cls(show_card, "show_yellow_card", "right arm raised high holding up a red card",
+         name="show_red_card", prop=Prop("card", (0.72, 0.05, 0.04))),
+    _cls(show_card, "show_red_card", "right arm raised high holding up a yellow card",
+         name="show_yellow_card", prop=Prop("card", (0.85, 0.68, 0.04))),
+    _cls(drink, "drink_from_dark_mug", "right hand brings a white mug to the mouth, head tilted back, then down",
+         name="drink_from_white_mug", prop=Prop("mug", (0.85, 0.85, 0.82))),
+    _cls(drink, "drink_from_white_mug", "right hand brings a dark brown mug to the mouth, head tilted back, then down",
+         name="drink_from_dark_mug", prop=Prop("mug", (0.1, 0.06, 0.04))),
 )
 # fmt: on
 ACTION_NAMES: tuple[str, ...] = tuple(a.name for a in ACTIONS)
@@ -319,7 +376,7 @@ _BY_NAME = {a.name: a for a in ACTIONS}
 
 
 def resolve_classes(classes: list[str | int] | tuple[str | int, ...] | int | None) -> list[ActionClass]:
-    """The class list: ``None`` = all 12, an int ``k`` = the first k, or names / 1-based indices into
+    """The class list: ``None`` = all of :data:`ACTIONS`, an int ``k`` = the first k, or names / 1-based indices into
     :data:`ACTIONS`. The dataset's action ids are 1..len(result) in this order."""
     if classes is None:
         return list(ACTIONS)

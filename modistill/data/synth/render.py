@@ -16,22 +16,39 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .actions import Prop
 from .body import CAPSULES, BodyPose, Performer
 from .camera import Intrinsics, Rig, Setup
 from .geometry import normalize, rng_for
 
-__all__ = ["SphereModel", "body_spheres", "splat", "Fragments", "render_room", "shade_rgb", "depth_image"]
+__all__ = [
+    "SphereModel", "PROP_CAPSULE", "body_spheres", "prop_spheres", "splat", "Fragments", "render_room",
+    "shade_rgb", "depth_image",
+]  # fmt: skip
 
 
 @dataclass
 class SphereModel:
     """``centres`` (F, S, 3) world metres, ``radii`` (S,), ``albedo`` (S, 3) in [0, 1], ``capsule`` (S,) the
-    index into ``body.CAPSULES`` each sphere samples (what the pretext's body-part labels are made of)."""
+    index into ``body.CAPSULES`` each sphere samples (what the pretext's body-part labels are made of;
+    :data:`PROP_CAPSULE` for a held object's spheres)."""
 
     centres: np.ndarray
     radii: np.ndarray
     albedo: np.ndarray
     capsule: np.ndarray
+
+    def __add__(self, other: SphereModel) -> SphereModel:
+        return SphereModel(
+            centres=np.concatenate([self.centres, other.centres], axis=1),
+            radii=np.concatenate([self.radii, other.radii]),
+            albedo=np.concatenate([self.albedo, other.albedo]),
+            capsule=np.concatenate([self.capsule, other.capsule]),
+        )
+
+
+# The capsule id of a held object's spheres: past the body's capsules, so a body-part lookup fails loudly.
+PROP_CAPSULE = len(CAPSULES)
 
 
 def _part_color(perf: Performer, part: str) -> tuple[str, tuple[float, float, float]]:
@@ -69,6 +86,36 @@ def body_spheres(perf: Performer, pose: BodyPose, seed: int) -> SphereModel:
         radii=np.concatenate(radii),
         albedo=np.concatenate(albedo),
         capsule=np.concatenate(capsule),
+    )
+
+
+def prop_spheres(prop: Prop, pose: BodyPose, world_rot: np.ndarray | None = None) -> SphereModel:
+    """The spheres of ``prop`` held in the right hand of ``pose`` (F frames; ``world_rot`` (3, 3) the
+    rotation that placed the pose's joints but not its ``frames``, as in ``sample.synthesize``).
+
+    A card is a grid of 1.2 cm spheres spanning 11 x 15 cm from the hand along the fingers, its face towards
+    the front; a mug three 3.8 cm spheres along the grip's axis in front of the palm. Shape and placement
+    depend only on the pose, never on the colour, so the two classes of an appearance pair render the same
+    depth."""
+    hand, rot = pose.joints[:, 11], pose.frames[:, 10]  # right hand joint; the right wrist's frame
+    if world_rot is not None:
+        rot = world_rot @ rot
+    # In the wrist's frame -y runs along the fingers and z is the palm's normal (face-on to C001).
+    if prop.shape == "card":
+        u, v = np.meshgrid(np.linspace(-0.055, 0.055, 8), np.linspace(0.0, 0.15, 11))
+        local = np.stack([np.zeros(u.size), -v.ravel(), u.ravel()], -1)
+        radius = 0.012
+    elif prop.shape == "mug":  # -z is the palm side (as the thumb in body.solve_pose)
+        local = np.array([[-0.025, -0.03, -0.045], [0.0, -0.03, -0.045], [0.025, -0.03, -0.045]])
+        radius = 0.038
+    else:
+        raise ValueError(f"unknown prop shape {prop.shape!r}")
+    n = len(local)
+    return SphereModel(
+        centres=hand[:, None] + np.einsum("fij,sj->fsi", rot, local),
+        radii=np.full(n, radius),
+        albedo=np.tile(np.asarray(prop.color, np.float64), (n, 1)),
+        capsule=np.full(n, PROP_CAPSULE, np.int16),
     )
 
 

@@ -15,7 +15,7 @@ from .camera import DEPTH_TO_COLOR_T, KINECT_COLOR, KINECT_DEPTH, Rig, Setup, ma
 from .config import SynthConfig
 from .geometry import normalize, rng_for, rot_y
 from .kinect import fit_true_alignment, make_skeleton, project_joints
-from .render import Fragments, body_spheres, depth_image, render_room, shade_rgb, splat
+from .render import Fragments, body_spheres, depth_image, prop_spheres, render_room, shade_rgb, splat
 
 __all__ = ["SampleData", "synthesize"]
 
@@ -108,6 +108,8 @@ def synthesize(cfg: SynthConfig, name: str) -> SampleData:
         joints=pose.joints @ world_rot.T + pos0, extra=pose.extra @ world_rot.T + pos0, frames=pose.frames
     )
     spheres = body_spheres(perf, pose_w, cfg.seed)
+    if action.prop is not None:
+        spheres = spheres + prop_spheres(action.prop, pose_w, world_rot)
 
     Kc, Kd = KINECT_COLOR.scaled(cfg.rgb_size), KINECT_DEPTH.scaled(cfg.depth_size)
     frags_c = splat(rig.world_to_color(spheres.centres), spheres.radii, Kc)
