@@ -48,7 +48,7 @@ from model_throughput import matmul_flops  # noqa: E402
 
 from modistill.deploy import Deployed, DeployedModel, DeploySpec, export_onnx  # noqa: E402
 from modistill.deploy.onnx import OnnxPredictor  # noqa: E402
-from modistill.deploy.precision import DTYPES, prepare_module  # noqa: E402
+from modistill.deploy.precision import DTYPES, is_native, prepare_module  # noqa: E402
 from modistill.models.temporal import TemporalConv  # noqa: E402
 
 TORCH_DTYPES = {**DTYPES, "fp16": torch.float16}
@@ -208,8 +208,10 @@ def measure(
 ) -> dict:  # fmt: skip
     """Time every runtime on clip batch ``x`` (B, K, 3, S, S) and relate it to the peaks of its dtype.
 
-    Returns ``{"flops", "gemm_flops", "peaks", "rows": [{runtime, dtype, seconds, achieved_flops,
-    fraction_of_square_peak, fraction_of_shape_peak} | {runtime, dtype, error}]}``."""
+    Returns ``{"flops", "gemm_flops", "peaks", "rows": [{runtime, dtype, native, seconds, achieved_flops,
+    fraction_of_square_peak, fraction_of_shape_peak} | {runtime, dtype, error}]}``; the fractions are None
+    where the CPU has no hardware for the dtype (``native`` False): PyTorch then emulates it through float32
+    and its "peak" is the emulation's, not the machine's."""
     module = module.eval()
     flops = count_flops(module, x)
     shapes = gemm_shapes(module, x)
@@ -229,16 +231,17 @@ def measure(
         run()  # first call: compilation or session warm-up, reported separately
         first = time.perf_counter() - t0
         s = median_seconds(run, repeats)
-        pk = result["peaks"][dt]
+        pk, native = result["peaks"][dt], is_native(dt)
         result["rows"].append(
             {
                 "runtime": name,
                 "dtype": dt,
+                "native": native,
                 "first_call_s": first,
                 "seconds": s,
                 "achieved_flops": flops / s,
-                "fraction_of_square_peak": flops / s / pk["square"],
-                "fraction_of_shape_peak": flops / s / pk["shapes"],
+                "fraction_of_square_peak": flops / s / pk["square"] if native else None,
+                "fraction_of_shape_peak": flops / s / pk["shapes"] if native else None,
             }
         )
     return result
@@ -261,8 +264,12 @@ def table(result: dict, title: str) -> str:
         if "error" in r:
             lines.append(f"| {r['runtime']} | {r['dtype']} | {r['error']} | | | |")
             continue
+        if r["fraction_of_square_peak"] is None:
+            fractions = "emulated (no native unit) | |"
+        else:
+            fractions = f"{100 * r['fraction_of_square_peak']:.0f} % | {100 * r['fraction_of_shape_peak']:.0f} % |"
         lines.append(
             f"| {r['runtime']} | {r['dtype']} | {1e3 * r['seconds']:.1f} | {r['achieved_flops'] / 1e9:.0f} | "
-            f"{100 * r['fraction_of_square_peak']:.0f} % | {100 * r['fraction_of_shape_peak']:.0f} % |"
+            + fractions
         )
     return "\n".join(lines)

@@ -337,7 +337,7 @@ def _targets(forward: dict, summary: dict, deployed: str) -> dict:
     out: dict = {"deployed_dtype": deployed, "target_fraction": TARGET_FRACTION, "target_ratio": TARGET_RATIO}
     rows = [r for r in forward.get("rgb2", {}).get("rows", []) if r["runtime"] == f"pytorch {deployed}"
             or r["runtime"] == f"pytorch {deployed} (deployed)"]  # fmt: skip
-    if rows:
+    if rows and rows[0]["fraction_of_square_peak"] is not None:  # None: an emulated dtype (no peak to meet)
         out["fraction_of_square_peak"] = rows[0]["fraction_of_square_peak"]
         out["fraction_of_shape_peak"] = rows[0]["fraction_of_shape_peak"]
         out["fraction_met_square"] = rows[0]["fraction_of_square_peak"] >= TARGET_FRACTION

@@ -1,4 +1,4 @@
-"""Quick check that the synthetic dataset makes depth informative: depth-only vs RGB-only vs chance.
+"""Quick check of what each modality of the synthetic dataset carries: depth-only vs RGB-only vs chance.
 
 Self-contained on purpose (plain torch, no modistill model or engine): for every sample, 5 evenly spaced
 frames are read straight from the generated files (PyAV for RGB, OpenCV for the 16-bit depth PNGs), cropped
@@ -216,19 +216,20 @@ def main() -> None:
         print(f"{mod:10s} mean {np.mean(accs):.3f}  per class: {per_class}")
     if "rgb" in results and "depth" in results:
         print(f"chance {1.0 / k:.3f}; depth - rgb = {results['depth']['mean'] - results['rgb']['mean']:+.3f}")
-        pairs = {c["name"]: c["pair"] for c in classes.values() if c.get("pair")}
         idx = {c["name"]: int(a) - 1 for a, c in classes.items()}
-        for mod in args.modalities.split(","):
-            conf = np.array(results[mod]["confusion"])
+        for kind in ("depth-pair", "appearance-pair"):  # each kind: pairs one modality cannot tell apart
+            pairs = {c["name"]: c["pair"] for c in classes.values() if c.get("pair") and c.get("kind") == kind}
+            if not pairs:
+                continue
             rows = [idx[a] for a in pairs]
-            swapped = sum(conf[idx[a], idx[b]] for a, b in pairs.items())
-            acc = sum(conf[i, i] for i in rows) / max(conf[rows].sum(), 1)
-            results[mod]["pair_classes_accuracy"] = float(acc)
-            results[mod]["pair_swap_rate"] = float(swapped / max(conf[rows].sum(), 1))
-            print(
-                f"{mod:10s} depth-pair classes: accuracy {acc:.3f}, predicted as the partner "
-                f"{results[mod]['pair_swap_rate']:.3f}"
-            )
+            for mod in args.modalities.split(","):
+                conf = np.array(results[mod]["confusion"])
+                swapped = sum(conf[idx[a], idx[b]] for a, b in pairs.items())
+                acc = sum(conf[i, i] for i in rows) / max(conf[rows].sum(), 1)
+                results[mod][f"{kind}_accuracy"] = float(acc)
+                results[mod][f"{kind}_swap_rate"] = float(swapped / max(conf[rows].sum(), 1))
+                print(f"{mod:10s} {kind} classes: accuracy {acc:.3f}, predicted as the partner "
+                      f"{results[mod][f'{kind}_swap_rate']:.3f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
 

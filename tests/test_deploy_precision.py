@@ -50,6 +50,16 @@ def test_either_bf16_flag_alone_is_enough():
     assert P.fastest_dtype("meta", {"amx_bf16"}) == "fp32"  # other devices: the safe choice
 
 
+def test_is_native_per_dtype():
+    """What the forward benchmark relates to a peak: fp32 always, bf16/fp16 only with their hardware."""
+    avx2, zen4, spr = {"avx2"}, {"avx512f", "avx512_bf16"}, {"avx512_bf16", "avx512_fp16", "amx_bf16"}
+    assert [P.is_native(d, avx2) for d in ("fp32", "bf16", "fp16")] == [True, False, False]
+    assert [P.is_native(d, zen4) for d in ("fp32", "bf16", "fp16")] == [True, True, False]
+    assert [P.is_native(d, spr) for d in ("fp32", "bf16", "fp16")] == [True, True, True]
+    with pytest.raises(P.DeployDtypeError, match="expected one of fp32, bf16, fp16"):
+        P.is_native("fp8", avx2)
+
+
 def test_unknown_dtype_and_bf16_onnx_are_refused():
     with pytest.raises(P.DeployDtypeError, match="expected one of auto, fp32, bf16"):
         P.resolve_dtype("fp8")

@@ -178,3 +178,70 @@ def test_resolve_classes():
         resolve_classes(["moonwalk"])
     with pytest.raises(ValueError, match="duplicate"):
         resolve_classes(["wave", "wave"])
+
+
+def _sample_as(class_name: str, name: str = "S001C001P002R001A001"):
+    """The sample ``name`` of a one-class dataset of ``class_name``: the same name (so the same random draws:
+    performer, motion, placement, noise) whatever the class."""
+    from modistill.data.synth.config import make_config
+    from modistill.data.synth.sample import synthesize
+
+    cfg = make_config(preset="tiny", classes=[class_name], frames=[24, 24], rgb_size=(320, 180))
+    return synthesize(cfg, name)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"), [("show_red_card", "show_yellow_card"), ("drink_from_white_mug", "drink_from_dark_mug")]
+)
+def test_appearance_pairs_differ_in_rgb_only(a, b):
+    """The design claim of the appearance pairs: with the same draws, the two classes give the same depth
+    and skeleton bit for bit, and RGB images that differ only where the held object is (and visibly there)."""
+    sa, sb = _sample_as(a), _sample_as(b)
+    np.testing.assert_array_equal(sa.depth, sb.depth)
+    for field in ("joints_xyz", "color_xy", "tracking", "orientation"):
+        np.testing.assert_array_equal(getattr(sa.skeleton, field), getattr(sb.skeleton, field))
+    assert sa.truth["joints_xyz"] == sb.truth["joints_xyz"]
+    diff = np.abs(sa.rgb.astype(int) - sb.rgb.astype(int)).max(axis=-1)  # (F, H, W)
+    mid = diff[12]  # mid-sample: the envelope holds the pose there
+    assert (mid > 40).sum() >= 10, f"{a} vs {b}: the object is hardly visible ({(mid > 40).sum()} px)"
+    # Only the object's pixels differ: it is small next to the body and sits near the right hand.
+    hand = np.array(sa.skeleton.color_xy[12, 0, 11]) * 320 / 1920  # nominal 1920-wide -> 320-wide pixels
+    ys, xs = np.nonzero(mid)
+    assert mid.astype(bool).mean() < 0.01
+    assert np.hypot(xs - hand[0], ys - hand[1]).max() < 20  # the card: 15 cm ~ 13 px here
+
+
+def test_appearance_pair_props_are_drawn_from_the_pose_not_the_colour():
+    from modistill.data.synth.actions import Prop
+    from modistill.data.synth.render import PROP_CAPSULE, prop_spheres
+
+    perf = make_performer(0, 2)
+    (action,) = resolve_classes(["show_red_card"])
+    pose = solve_pose(perf, make_track(action, perf, 10, rng_for(0, "prop")))
+    red, blue = prop_spheres(Prop("card", (1, 0, 0)), pose), prop_spheres(Prop("card", (0, 0, 1)), pose)
+    np.testing.assert_array_equal(red.centres, blue.centres)
+    assert (red.capsule == PROP_CAPSULE).all() and (red.albedo == [1, 0, 0]).all()
+    # The card starts at the hand and extends 15 cm along the fingers (from the wrist through the hand).
+    fingers = pose.joints[:, 11] - pose.joints[:, 10]
+    fingers /= np.linalg.norm(fingers, axis=-1, keepdims=True)
+    reach = np.einsum("fsi,fi->fs", red.centres - pose.joints[:, 11, None], fingers)
+    np.testing.assert_allclose([reach.min(), reach.max()], [0.0, 0.15], atol=1e-6)
+    with pytest.raises(ValueError, match="unknown prop shape"):
+        prop_spheres(Prop("hat", (1, 1, 1)), pose)
+
+
+def test_demo_classes_balance_the_modalities():
+    """The demo's 12 classes: 4 depth-pair, 4 appearance-pair, 4 image-plane; every pair closed in the set."""
+    from modistill.data.synth.config import DEMO_CLASSES, PRESETS
+
+    chosen = resolve_classes(DEMO_CLASSES)
+    assert PRESETS["demo"]["classes"] == DEMO_CLASSES and len(chosen) == 12
+    kinds = [a.kind for a in chosen]
+    assert {k: kinds.count(k) for k in set(kinds)} == {"depth-pair": 4, "appearance-pair": 4, "image-plane": 4}
+    names = {a.name for a in chosen}
+    for a in chosen:
+        assert (a.pair is None) == (a.kind == "image-plane")
+        assert a.pair is None or a.pair in names
+        if a.kind == "appearance-pair":
+            (partner,) = resolve_classes([a.pair])
+            assert partner.fn is a.fn and partner.prop.shape == a.prop.shape and partner.prop.color != a.prop.color

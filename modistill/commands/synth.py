@@ -120,11 +120,13 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from modistill.data.synth import ACTIONS, generate_dataset
+    from modistill.data.synth.config import DEMO_CLASSES
 
-    if args.list_classes:
+    if args.list_classes:  # "*": in the demo preset
         for i, a in enumerate(ACTIONS, 1):
             pair = f" (pair: {a.pair})" if a.pair else ""
-            print(f"{i:2d} {a.name:<17} {a.kind:<12} {a.description}{pair}")
+            star = "*" if a.name in DEMO_CLASSES else " "
+            print(f"{i:2d}{star}{a.name:<20} {a.kind:<15} {a.description}{pair}")
         return 0
     if not args.out:
         print("modistill synth: the output folder OUT is required", file=sys.stderr)

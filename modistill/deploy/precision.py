@@ -31,6 +31,8 @@ from modistill.models.stream import VideoStream
 
 __all__ = [
     "BF16_CPU_FLAGS",
+    "FP16_CPU_FLAGS",
+    "is_native",
     "DTYPE_CHOICES",
     "DTYPES",
     "DeployDtypeError",
@@ -45,6 +47,8 @@ DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 DTYPE_CHOICES = ("auto", *DTYPES)
 #: /proc/cpuinfo flags of native bf16 arithmetic: AVX-512 BF16 (vdpbf16ps) and AMX BF16 tiles.
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+# x86 flags of native fp16 arithmetic (AVX512-FP16: Sapphire Rapids; AMX-FP16: Granite Rapids).
+FP16_CPU_FLAGS = frozenset({"avx512_fp16", "amx_fp16"})
 
 
 class DeployDtypeError(ModistillError, ValueError):
@@ -75,6 +79,16 @@ def fastest_dtype(device: str | torch.device = "cpu", flags: Iterable[str] | Non
         return "fp32"
     have = frozenset(cpu_flags() if flags is None else flags)
     return "bf16" if have & BF16_CPU_FLAGS else "fp32"
+
+
+def is_native(dtype: str, flags: Iterable[str] | None = None) -> bool:
+    """Whether this CPU computes ``dtype`` (``"fp32"``, ``"bf16"``, ``"fp16"``) in hardware; otherwise PyTorch
+    emulates it through float32, and a rate compared with a peak of that dtype means nothing."""
+    have = frozenset(cpu_flags() if flags is None else flags)
+    native = {"fp32": True, "bf16": bool(have & BF16_CPU_FLAGS), "fp16": bool(have & FP16_CPU_FLAGS)}
+    if dtype not in native:
+        raise DeployDtypeError(f"dtype {dtype!r}: expected one of {', '.join(native)}")
+    return native[dtype]
 
 
 def resolve_dtype(
