@@ -29,8 +29,10 @@ FPS = 30.0
 
 @dataclass(frozen=True)
 class Prop:
-    """An object held in the right hand: ``shape`` ``"card"`` (a flat 11 x 15 cm card held up by its lower
-    edge) or ``"mug"`` (an 8 cm wide, 10 cm tall cylinder in the grip), ``color`` its linear RGB albedo."""
+    """A held object: ``shape`` ``"sign"`` (a flat 30 x 40 cm board held up in the right hand by its lower
+    edge) or ``"box"`` (30 x 25 x 25 cm, held between both hands), ``color`` its linear RGB albedo. Both are
+    large enough to cover tens of pixels of the demo's 64-pixel crops: a smaller card and mug (11 x 15 cm,
+    8 cm) were not told apart by colour there, by RGB networks either (docs/synthetic.md)."""
 
     shape: str
     color: tuple[float, float, float]
@@ -300,35 +302,38 @@ def jumping_jack(perf: Performer, n: int, rng: np.random.Generator) -> PoseTrack
     return tr
 
 
-def show_card(perf: Performer, n: int, rng: np.random.Generator) -> PoseTrack:
-    """The right arm raised high holding a card up, as a referee shows one (appearance pairs: the card's
-    colour is the only difference between ``show_red_card`` and ``show_yellow_card``)."""
+def hold_up_sign(perf: Performer, n: int, rng: np.random.Generator) -> PoseTrack:
+    """The right arm raised forward and out, holding up a 30 x 40 cm sign above the hand, then lowered
+    (appearance pair: ``hold_up_red_sign`` and ``hold_up_yellow_sign`` differ only in the sign's colour)."""
     tr = _base(perf, n, rng)
     e = _envelope(n, rng, perf, rise=(0.15, 0.25))
     reach = _reach(perf)
-    elev = np.deg2rad(rng.uniform(60, 80)) * perf.style["amplitude"]
-    d = np.array([rng.uniform(0.15, 0.35), np.sin(elev), -rng.uniform(0.15, 0.4)])
+    elev = np.deg2rad(rng.uniform(10, 35)) * perf.style["amplitude"]
+    d = np.array([rng.uniform(0.3, 0.6), np.sin(elev), -rng.uniform(0.5, 0.8)])
     raised = np.tile(d / np.linalg.norm(d) * 0.95 * reach, (n, 1))
-    raised += 0.015 * smooth_noise(rng, n, dims=3, freqs=(0.5, 1.2))  # the held card shakes a little
+    raised += 0.015 * smooth_noise(rng, n, dims=3, freqs=(0.5, 1.2))  # a held sign shakes a little
     tr.wrist["r"] = lerp(tr.wrist["r"], raised, e)
-    tr.elbow_pole["r"] = _vec(n, 1.0, -0.3, 0.3)
+    tr.elbow_pole["r"] = _vec(n, 1.0, -1.0, 0.2)
     tr.wrist_flex["r"] = np.deg2rad(rng.uniform(-10, 10)) * e
     return tr
 
 
-def drink(perf: Performer, n: int, rng: np.random.Generator) -> PoseTrack:
-    """The right hand brings a mug to the mouth, the head tilts back, then the mug goes down (appearance
-    pairs: ``drink_from_white_mug`` and ``drink_from_dark_mug`` differ only in the mug's colour)."""
+def lift_box(perf: Performer, n: int, rng: np.random.Generator) -> PoseTrack:
+    """Both hands hold a 30 x 25 x 25 cm box by its sides in front of the body and lift it from the waist
+    to the chest, then lower it (appearance pair: ``lift_red_box`` and ``lift_green_box`` differ only in
+    the box's colour)."""
     tr = _base(perf, n, rng)
-    e = _envelope(n, rng, perf, rise=(0.2, 0.3))
-    L = perf.lengths
-    # Relative to the right shoulder (chest frame): in front of and below the mouth, near the midline.
-    up = L["shoulder_drop"] + L["neck"] - rng.uniform(0.1, 0.14)
-    mouth = _vec(n, -L["shoulder_w"] + rng.uniform(0.04, 0.08), up, -rng.uniform(0.17, 0.22))
-    tr.wrist["r"] = lerp(tr.wrist["r"], mouth, e)
-    tr.elbow_pole["r"] = _vec(n, 0.6, -1.0, 0.1)
-    tr.wrist_flex["r"] = np.deg2rad(rng.uniform(-35, -20)) * e
-    tr.head_pitch -= np.deg2rad(rng.uniform(8, 18)) * smoothstep(np.clip(2 * e - 1, 0, 1))
+    e = _envelope(n, rng, perf, rise=(0.25, 0.35))
+    sw = perf.lengths["shoulder_w"]
+    low, high = rng.uniform(0.42, 0.5), rng.uniform(0.12, 0.2)  # below the shoulders: waist -> chest
+    drop = lerp(np.full(n, low), np.full(n, high), e)
+    fwd = rng.uniform(0.3, 0.36)
+    for side, sgn in (("l", -1.0), ("r", 1.0)):
+        x = -sgn * sw + sgn * 0.17  # the hands 17 cm either side of the midline, on the box's sides
+        tr.wrist[side] = np.stack([np.full(n, x), -drop, np.full(n, -fwd)], -1)
+        tr.elbow_pole[side] = _vec(n, sgn * 0.6, -1.0, 0.3)
+        tr.wrist_flex[side] = np.full(n, np.deg2rad(-10))
+    tr.trunk_pitch += np.deg2rad(rng.uniform(2, 6)) * (1 - e)  # leaning a little over the box when low
     return tr
 
 
@@ -361,14 +366,14 @@ ACTIONS: tuple[ActionClass, ...] = (
     _cls(clap, None, "hands clap repeatedly in front of the chest at 1.8-2.6 Hz"),
     _cls(squat, None, "knees bend until the hips drop 0.3-0.42 m, arms swing forward, then up again"),
     _cls(jumping_jack, None, "jumps with arms swung overhead and feet apart, 1.1-1.6 Hz"),
-    _cls(show_card, "show_yellow_card", "right arm raised high holding up a red card",
-         name="show_red_card", prop=Prop("card", (0.72, 0.05, 0.04))),
-    _cls(show_card, "show_red_card", "right arm raised high holding up a yellow card",
-         name="show_yellow_card", prop=Prop("card", (0.85, 0.68, 0.04))),
-    _cls(drink, "drink_from_dark_mug", "right hand brings a white mug to the mouth, head tilted back, then down",
-         name="drink_from_white_mug", prop=Prop("mug", (0.85, 0.85, 0.82))),
-    _cls(drink, "drink_from_white_mug", "right hand brings a dark brown mug to the mouth, head tilted back, then down",
-         name="drink_from_dark_mug", prop=Prop("mug", (0.1, 0.06, 0.04))),
+    _cls(hold_up_sign, "hold_up_yellow_sign", "right arm raised forward and out holding up a red 30 x 40 cm "
+         "sign above the hand", name="hold_up_red_sign", prop=Prop("sign", (0.72, 0.05, 0.04))),
+    _cls(hold_up_sign, "hold_up_red_sign", "the same with a yellow sign", name="hold_up_yellow_sign",
+         prop=Prop("sign", (0.85, 0.68, 0.04))),
+    _cls(lift_box, "lift_green_box", "both hands lift a red 30 x 25 x 25 cm box from the waist to the chest, then "
+         "lower it", name="lift_red_box", prop=Prop("box", (0.6, 0.08, 0.05))),
+    _cls(lift_box, "lift_red_box", "the same with a green box", name="lift_green_box",
+         prop=Prop("box", (0.08, 0.45, 0.1))),
 )
 # fmt: on
 ACTION_NAMES: tuple[str, ...] = tuple(a.name for a in ACTIONS)

@@ -17,12 +17,12 @@ __all__ = ["DEMO_CLASSES", "PRESETS", "SynthConfig", "make_config", "sample_name
 GENERATOR_VERSION = "1"
 
 # The benchmark's 12 classes (docs/synthetic.md): two depth pairs (arms; legs and whole body), two appearance
-# pairs (a held card, a mug at the mouth) and four image-plane classes, so each modality sees something the
+# pairs (a sign held up, a box lifted) and four image-plane classes, so each modality sees something the
 # other cannot, as RGB and depth do on NTU RGB+D (REF §5: RGB 66.5 %, depth 70.4 % cross-subject). The other
 # depth pairs of ACTIONS (point_forward / hand_to_shoulder, lean_forward / lean_backward) stay available.
 DEMO_CLASSES: list[str] = [
     "push_forward", "hands_to_chest", "step_forward", "step_backward",
-    "show_red_card", "show_yellow_card", "drink_from_white_mug", "drink_from_dark_mug",
+    "hold_up_red_sign", "hold_up_yellow_sign", "lift_red_box", "lift_green_box",
     "wave", "clap", "squat", "jumping_jack",
 ]  # fmt: skip
 

@@ -90,29 +90,32 @@ def body_spheres(perf: Performer, pose: BodyPose, seed: int) -> SphereModel:
 
 
 def prop_spheres(prop: Prop, pose: BodyPose, world_rot: np.ndarray | None = None) -> SphereModel:
-    """The spheres of ``prop`` held in the right hand of ``pose`` (F frames; ``world_rot`` (3, 3) the
+    """The spheres of ``prop`` held by the hands of ``pose`` (F frames; ``world_rot`` (3, 3) the
     rotation that placed the pose's joints but not its ``frames``, as in ``sample.synthesize``).
 
-    A card is a grid of 1.2 cm spheres spanning 11 x 15 cm from the hand along the fingers, its face towards
-    the front; a mug three 3.8 cm spheres along the grip's axis in front of the palm. Shape and placement
-    depend only on the pose, never on the colour, so the two classes of an appearance pair render the same
-    depth."""
-    hand, rot = pose.joints[:, 11], pose.frames[:, 10]  # right hand joint; the right wrist's frame
+    A sign is a grid of 2 cm spheres spanning 30 x 40 cm above the right hand (its lower edge in the hand,
+    face to the front); a box a 6 x 5 x 5 grid of 3 cm spheres filling 30 x 25 x 25 cm centred between the
+    hands, square to the chest. Shape and placement depend only on the pose, never on the colour, so the
+    two classes of an appearance pair render the same depth."""
+    rot = pose.frames
     if world_rot is not None:
         rot = world_rot @ rot
-    # In the wrist's frame -y runs along the fingers and z is the palm's normal (face-on to C001).
-    if prop.shape == "card":
-        u, v = np.meshgrid(np.linspace(-0.055, 0.055, 8), np.linspace(0.0, 0.15, 11))
+    if prop.shape == "sign":  # in the right wrist's frame: -y along the fingers, z the palm's normal
+        u, v = np.meshgrid(np.linspace(-0.14, 0.14, 9), np.linspace(0.02, 0.4, 12))
         local = np.stack([np.zeros(u.size), -v.ravel(), u.ravel()], -1)
-        radius = 0.012
-    elif prop.shape == "mug":  # -z is the palm side (as the thumb in body.solve_pose)
-        local = np.array([[-0.025, -0.03, -0.045], [0.0, -0.03, -0.045], [0.025, -0.03, -0.045]])
-        radius = 0.038
+        centres = pose.joints[:, 11, None] + np.einsum("fij,sj->fsi", rot[:, 10], local)
+        radius = 0.02
+    elif prop.shape == "box":  # in the chest's frame: x to the right, y up, -z forward
+        g = np.meshgrid(*(np.linspace(-h, h, k) for h, k in ((0.12, 6), (0.095, 5), (0.095, 5))))
+        local = np.stack([c.ravel() for c in g], -1)
+        mid = 0.5 * (pose.joints[:, 11] + pose.joints[:, 7])  # between the two hands
+        centres = mid[:, None] + np.einsum("fij,sj->fsi", rot[:, 20], local)
+        radius = 0.03
     else:
         raise ValueError(f"unknown prop shape {prop.shape!r}")
     n = len(local)
     return SphereModel(
-        centres=hand[:, None] + np.einsum("fij,sj->fsi", rot, local),
+        centres=centres,
         radii=np.full(n, radius),
         albedo=np.tile(np.asarray(prop.color, np.float64), (n, 1)),
         capsule=np.full(n, PROP_CAPSULE, np.int16),
