@@ -7,7 +7,7 @@ labelled with its body-part map (16 classes: background and 15 left/right body p
 
 What keeps the pretext apart from the benchmark (tested, docs/pretrain.md):
 - no action: poses are drawn independently per frame from broad joint-angle ranges (``random_pose_track``);
-  no code of ``actions.py`` runs, and the frames carry no action label;
+  no class motion (``motions.py``) runs, and the frames carry no action label;
 - no benchmark performer: pretext performers are subjects ``PRETEXT_SUBJECT0 + k``, outside the ids 1..999
   an NTU sample name can carry (``make_performer`` is a pure function of ``(seed, subject)``);
 - no benchmark room: setups ``PRETEXT_SETUP0 + k``, with cameras at any azimuth, distance and height.
