@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from modistill.data.synth import class_groups
 from modistill.data.synth.pretext import PretextConfig
 from modistill.engine import distributed as D
 from modistill.pipeline.pretrain import PretrainConfig, pretrain_dir
@@ -178,7 +179,8 @@ def run_demo(out: str | Path, *, quick: bool = False, seeds: Sequence[int] | Non
     timing_md = "\n".join(f"- {k[:-2].replace('_', ' ')}: {v:.0f} s" for k, v in timings.items())
     sections["Time (this machine)"] = timing_md
     report_root = out / "runs" if method != "motion" else motion["run_root"]
-    return write_report(report_root, out, class_names=names, extra={
+    groups = class_groups(names) if names else None  # the gap per kind of class (depth / appearance pairs)
+    return write_report(report_root, out, class_names=names, class_groups=groups, extra={
         "title": "modistill demo report" + (" (quick)" if quick else ""),
         "intro": intro,
         "sections": sections,

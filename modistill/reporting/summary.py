@@ -15,7 +15,7 @@ import numpy as np
 from modistill.core import paper
 from modistill.pipeline.files import RobustnessFile, RunResultsFile, StageResultFile
 
-__all__ = ["find_runs", "load_run", "summarize", "gap_closed"]
+__all__ = ["find_runs", "load_run", "summarize", "gap_closed", "per_class_rows", "group_gaps", "PER_CLASS_ROWS"]
 
 
 def find_runs(root: str | Path) -> list[Path]:
@@ -100,6 +100,52 @@ def gap_closed(rgb: float, teacher: float, final: float) -> float:
     return (final - rgb) / gap if gap > 0 else float("nan")
 
 
+# The rows whose per-class accuracy the report compares: the two single streams, the teacher and the final model.
+PER_CLASS_ROWS = ("1", "2", "8", "15")
+
+
+def per_class_rows(runs: list[dict[str, Any]]) -> dict[str, list[float | None]]:
+    """Row -> (K,) test accuracy per class, mean over the runs, for the rows of :data:`PER_CLASS_ROWS` every run
+    has (``None`` for a class without test videos). Shows where each model is right, not only how often."""
+    out: dict[str, list[float | None]] = {}
+    for row in PER_CLASS_ROWS:
+        vals = [ev["per_class"] for r in runs for ev in _evaluations(r)
+                if ev["paper_row"] == row and ev.get("per_class") is not None]
+        if len(vals) != len(runs) or len({len(v) for v in vals}) != 1:
+            continue
+        arr = np.asarray([[np.nan if x is None else x for x in v] for v in vals], dtype=float)
+        with np.errstate(invalid="ignore"):
+            mean = arr.mean(0)  # NaN where a class has no test videos (the same in every run: same split)
+        out[row] = [None if math.isnan(x) else float(x) for x in mean]
+    return out
+
+
+def group_gaps(
+    per_class: dict[str, list[float | None]], class_names: list[str], groups: dict[str, list[str]]
+) -> list[dict[str, Any]]:
+    """Per class group (e.g. the synthetic data's depth pairs, appearance pairs, image-plane classes): each
+    row's mean per-class accuracy, the teacher - RGB gap (rows 8 - 2) and the part of it the final model
+    closes (rows 15 - 2). Needs rows 2, 8 and 15 in ``per_class``; returns ``[]`` otherwise."""
+    if not {"2", "8", "15"} <= set(per_class):
+        return []
+    index = {n: i for i, n in enumerate(class_names)}
+    out = []
+    for group, members in groups.items():
+        idx = [index[m] for m in members if m in index]
+        mean = {row: _mean_of([acc[i] for i in idx]) for row, acc in per_class.items()}
+        if not idx or None in (mean["2"], mean["8"], mean["15"]):
+            continue
+        gap, closed = mean["8"] - mean["2"], mean["15"] - mean["2"]
+        out.append({"group": group, "classes": [class_names[i] for i in idx], "accuracy": mean, "gap": gap,
+                    "closed": closed, "fraction_closed": closed / gap if gap > 0 else None})
+    return out
+
+
+def _mean_of(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
 def summarize(runs: list[dict[str, Any]], protocol: str = "xsub") -> dict[str, Any]:
     """Mean and spread over runs of every Table 2 row, the gap closed, the noise curve and the checks."""
     per_run = [_row_results(r) for r in runs]
@@ -136,6 +182,9 @@ def summarize(runs: list[dict[str, Any]], protocol: str = "xsub") -> dict[str, A
         )
         checks["final_beats_rgb_step1_per_run"] = [bool(pr["15"] > pr["2"]) for pr in per_run]
     out["checks"] = checks
+    pcs = per_class_rows(runs)
+    if pcs:
+        out["per_class"] = pcs
     robs = [r["robustness"] for r in runs if r.get("robustness")]
     if robs:
         sig = robs[0]["sigma2"]

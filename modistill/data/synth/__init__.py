@@ -8,7 +8,7 @@ PNGs, .skeleton text files) plus a truth sidecar per sample. See docs/synthetic.
     names = generate_dataset("data/synth", preset="demo", workers=2)
 """
 
-from .actions import ACTION_NAMES, ACTIONS, ActionClass
+from .actions import ACTION_NAMES, ACTIONS, ActionClass, class_groups
 from .config import PRESETS, SynthConfig, make_config, sample_names
 from .generate import generate_dataset, generate_sample, is_complete, sample_paths
 from .sample import SampleData, synthesize
@@ -17,6 +17,7 @@ __all__ = [
     "ACTIONS",
     "ACTION_NAMES",
     "ActionClass",
+    "class_groups",
     "PRESETS",
     "SynthConfig",
     "make_config",

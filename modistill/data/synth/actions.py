@@ -36,7 +36,7 @@ from .motions import (
     wave,
 )
 
-__all__ = ["ActionClass", "Prop", "ACTIONS", "ACTION_NAMES", "resolve_classes", "make_track"]
+__all__ = ["ActionClass", "Prop", "ACTIONS", "ACTION_NAMES", "resolve_classes", "make_track", "class_groups"]
 
 
 @dataclass(frozen=True)
@@ -138,3 +138,17 @@ def resolve_classes(classes: list[str | int] | tuple[str | int, ...] | int | Non
 def make_track(action: ActionClass, perf: Performer, n_frames: int, rng: np.random.Generator) -> PoseTrack:
     """The pose track of one sample of ``action`` performed by ``perf`` over ``n_frames`` frames."""
     return action.fn(perf, int(n_frames), rng)
+
+
+# How the report names each kind's group of classes (docs/synthetic.md).
+_GROUP_NAMES = {"depth-pair": "depth pairs", "appearance-pair": "appearance pairs", "image-plane": "image-plane"}
+
+
+def class_groups(names: list[str] | tuple[str, ...]) -> dict[str, list[str]]:
+    """Group name -> the classes of ``names`` of that kind, in ``names`` order (kinds in order of first
+    appearance); names that are not synthetic classes are left out."""
+    out: dict[str, list[str]] = {}
+    for name in names:
+        if name in _BY_NAME:
+            out.setdefault(_GROUP_NAMES[_BY_NAME[name].kind], []).append(name)
+    return out
