@@ -138,6 +138,13 @@ def test_ablation_reuses_step1_from_an_earlier_run(cache, tmp_path, caplog, caps
     assert cli_main(["ablation", str(cfg), "--variants", "step2_no_connections"]) == 0
     assert "step2: reusing" in caplog.text
     assert sorted(p.name for p in (root / "stages").iterdir()) == sorted([*step1, new[0].name])
+
+    caplog.clear()  # its own folder, the earlier stages through stage_root: nothing trains either
+    other = tmp_path / "study"
+    assert cli_main(["ablation", str(cfg), f"out_dir={other}", f"stage_root={root / 'stages'}",
+                     "--variants", "step2_no_connections"]) == 0
+    assert "step2: reusing" in caplog.text and not (other / "stages").exists()
+    assert AblationFile.read(other / "ablation.json").rows[0]["accuracy"] == rows[0]["accuracy"]
     capsys.readouterr()
 
 

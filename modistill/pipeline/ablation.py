@@ -44,8 +44,11 @@ def _ablation_seed(seed: int | None, threads: int | None, config: str | dict, ov
     # Variants may change the recipe (e.g. the motion set): each stage's dataset checks its own modalities.
     datasets, num_classes, names = cache_datasets(base, stages=())
     sub = "" if seed is None else f"seed{seed}"
+    # The config's stage_root (e.g. a demo's stages) lets a study reuse stages trained elsewhere while its
+    # table and variant folders go to its own out_dir.
+    stages = Path(base.stage_root) if base.stage_root else root / "stages"
     done = run_variants(base, resolve_variants(list(variants)), datasets, num_classes, names,
-                        out_dir=lambda v: root / "variants" / v.name / sub, stage_root=root / "stages")
+                        out_dir=lambda v: root / "variants" / v.name / sub, stage_root=stages)
     return [{**r, "seed": base.train.seed} for d in done for r in d.rows]
 
 
