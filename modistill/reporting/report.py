@@ -98,24 +98,28 @@ def _per_class_lines(summary: dict[str, Any]) -> list[str]:
             cells.append("-" if a is None or b is None else f"{100 * (a - b):+.0f}")
         lines.append(f"| {name} | {support[i]} | " + " | ".join(cells) + " |")
     lines.append("")
-    groups = summary.get("class_groups") or []
-    if groups:
-        lines += [
-            "### The gap per class group", "",
-            "Mean per-class accuracy of each group; gap = teacher − RGB step 1 (rows 8 − 2), closed = final − "
-            "RGB step 1 (rows 15 − 2), in points.", "",
-            "| group | classes | " + " | ".join(_PER_CLASS_HEAD[r] for r in rows) + " | gap | closed | share |",
-            "|---|---|" + "---|" * (len(rows) + 3),
-        ]
-        for g in groups:
-            share = "-" if g["fraction_closed"] is None else f"{100 * g['fraction_closed']:.0f} %"
-            lines.append(
-                f"| {g['group']} | {', '.join(g['classes'])} | "
-                + " | ".join(_pct(g["accuracy"][r]) for r in rows)
-                + f" | {100 * g['gap']:.1f} | {100 * g['closed']:+.1f} | {share} |"
-            )
-        lines.append("")
-    return lines
+    return lines + _group_lines(summary.get("class_groups") or [], rows)
+
+
+def _group_lines(groups: list[dict[str, Any]], rows: list[str]) -> list[str]:
+    """The RGB-to-teacher gap per class group (`summary.group_gaps`), with each row's mean accuracy."""
+    if not groups:
+        return []
+    lines = [
+        "### The gap per class group", "",
+        "Mean per-class accuracy of each group; gap = teacher − RGB step 1 (rows 8 − 2), closed = final − "
+        "RGB step 1 (rows 15 − 2), in points.", "",
+        "| group | classes | " + " | ".join(_PER_CLASS_HEAD[r] for r in rows) + " | gap | closed | share |",
+        "|---|---|" + "---|" * (len(rows) + 3),
+    ]
+    for g in groups:
+        share = "-" if g["fraction_closed"] is None else f"{100 * g['fraction_closed']:.0f} %"
+        lines.append(
+            f"| {g['group']} | {', '.join(g['classes'])} | "
+            + " | ".join(_pct(g["accuracy"][r]) for r in rows)
+            + f" | {100 * g['gap']:.1f} | {100 * g['closed']:+.1f} | {share} |"
+        )
+    return lines + [""]
 
 
 def render_markdown(

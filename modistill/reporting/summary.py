@@ -135,9 +135,10 @@ def group_gaps(
         mean = {row: _mean_of([acc[i] for i in idx]) for row, acc in per_class.items()}
         if not idx or None in (mean["2"], mean["8"], mean["15"]):
             continue
-        gap, closed = mean["8"] - mean["2"], mean["15"] - mean["2"]
-        out.append({"group": group, "classes": [class_names[i] for i in idx], "accuracy": mean, "gap": gap,
-                    "closed": closed, "fraction_closed": closed / gap if gap > 0 else None})
+        share = gap_closed(mean["2"], mean["8"], mean["15"])
+        out.append({"group": group, "classes": [class_names[i] for i in idx], "accuracy": mean,
+                    "gap": mean["8"] - mean["2"], "closed": mean["15"] - mean["2"],
+                    "fraction_closed": None if math.isnan(share) else share})
     return out
 
 
