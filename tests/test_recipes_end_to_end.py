@@ -226,6 +226,8 @@ def test_two_process_gloo_torchrun_matches_single_process(cache, tmp_path, monke
     assert "Grad strides do not match bucket view strides" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.count("step1_rgb: test accuracy") == 1, proc.stderr[-3000:]
     assert proc.stdout.count("test accuracy") == 1, proc.stdout[-3000:]
+    # Every rank builds the datasets; only rank 0 says so (both ranks did before).
+    assert proc.stderr.count("train split of protocol") == 1, proc.stderr[-3000:]
 
     exp = load_experiment(d)
     factory, k, _ = cache_datasets(exp)

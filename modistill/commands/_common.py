@@ -19,10 +19,16 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
 
 
 def setup_logging(verbose: bool = False) -> None:
+    """Log to stderr. Under torchrun only rank 0 logs progress (INFO): every rank runs the same stages, so the
+    other ranks would repeat each line; their warnings and errors still show, marked with their rank."""
+    from modistill.engine.distributed import env_rank  # imports torch (heavy): only when a command runs
+
+    rank = env_rank()
+    level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=level if rank == 0 else max(level, logging.WARNING),
         stream=sys.stderr,
-        format="%(asctime)s %(name)s: %(message)s",
+        format="%(asctime)s " + (f"[rank {rank}] " if rank else "") + "%(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
 

@@ -7,6 +7,7 @@ identity) when no process group is running, so single-process code needs no bran
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -73,6 +74,12 @@ def init_distributed(device: str = "auto", backend: str | None = None, timeout_s
     )
     _INITIALISED_HERE = True
     return DistInfo(rank, world, local_rank)
+
+
+def env_rank() -> int:
+    """This process's global rank as torchrun's environment gives it (RANK; 0 when absent), usable before the
+    process group is joined (e.g. to set up logging)."""
+    return _env_int("RANK", 0)
 
 
 def rank() -> int:
@@ -150,12 +157,25 @@ def all_gather_padded(t: torch.Tensor, counts: list[int]) -> torch.Tensor:
 
 
 def cleanup() -> None:
-    """Destroy the process group if `init_distributed` created it (call once at the end of a job)."""
+    """Destroy the process group if `init_distributed` created it (call once at the end of a job).
+
+    The group must really be gone (its gloo worker threads joined) before the interpreter shuts down. Each
+    gloo worker thread frees the work objects it ran; a barrier's work holds the collectives before it, and
+    those hold tensors owned by Python, whose release takes the GIL. A worker that does this while the
+    interpreter finalises is ended by CPython inside a C++ destructor: std::terminate, SIGABRT, "terminate
+    called without an active exception" with no Python frame, after a successful run (seen in CI under
+    torch 2.13; core dump: `AsyncBarrierWork::~AsyncBarrierWork` -> `decref_pyobject` -> `take_gil` ->
+    `pthread_exit`). `destroy_process_group` only drops the group from torch's tables: anything else holding
+    it keeps it, and its threads, alive. A finished stage's DistributedDataParallel wrapper does, and it sits
+    in a reference cycle that only the cycle collector frees. So: collect first, then the barrier (every rank
+    is done with its collectives), then destroy, which frees the group and joins its threads while the
+    interpreter is whole. `benchmarks/ddp_teardown.py` counts the aborts of a minimal 2-process job both ways.
+    """
     global _INITIALISED_HERE
     if _INITIALISED_HERE and dist.is_available() and dist.is_initialized():
+        gc.collect()
         # Every rank reaches this point before any tears the group down: a rank destroying gloo's pairs while its
-        # peer still finishes a collective was seen to abort the process at exit (SIGABRT, "terminate called
-        # without an active exception"), rarely.
+        # peer still finishes a collective must not happen either.
         dist.barrier()
         dist.destroy_process_group()
     _INITIALISED_HERE = False
