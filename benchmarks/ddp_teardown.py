@@ -108,7 +108,13 @@ def main(argv: list[str] | None = None) -> int:
             failed += rc != 0
             aborts += "terminate called without an active exception" in err
         rows.append(
-            {"mode": mode, "runs": args.runs, "failed": failed, "aborts": aborts, "seconds": time.perf_counter() - t0}
+            {
+                "mode": mode,
+                "runs": args.runs,
+                "failed": failed,
+                "aborts": aborts,
+                "seconds": time.perf_counter() - t0,
+            }
         )
     print(f"2-process gloo teardown, torch {torch.__version__}, {os.cpu_count()} cores:\n")
     print("| teardown | runs | failed | of which 'terminate called' aborts |\n|---|---:|---:|---:|")
