@@ -127,14 +127,18 @@ def test_cleanup_frees_ddp_wrappers_before_destroying_the_group(monkeypatch):
     `cleanup` must free them first. Automatic collection is switched off here so the outcome is deterministic
     (with it on, whether a wrapper is still alive depends on allocation counts: the rare CI abort)."""
     import gc
+    import weakref
 
     from modistill.engine import distributed as D
 
+    refs: list[weakref.ref] = []
+
     def alive() -> int:
-        return sum(isinstance(o, torch.nn.parallel.DistributedDataParallel) for o in gc.get_objects())
+        return sum(r() is not None for r in refs)
 
     def stage() -> None:  # what a training stage leaves behind: an unreachable, not yet freed wrapper
         net = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2))
+        refs.append(weakref.ref(net))
         net(torch.randn(4, 3)).sum().backward()
         # DDP's own cycle (seen alone in a fresh process) does not form in every process state, so the test
         # makes one explicitly: the wrapper outlives its stage until the cycle collector runs.
