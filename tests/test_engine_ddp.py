@@ -180,3 +180,46 @@ def test_ddp_teardown_benchmark_runs(tmp_path):
     rows = {r["mode"]: r for r in json.loads(out.read_text())["rows"]}
     assert set(rows) == {"alive", "cleanup"} and rows["cleanup"] == rows["cleanup"] | {"runs": 1, "failed": 0}
     assert "| cleanup | 1 | 0 | 0 |" in proc.stdout
+
+
+FAILING_WORKER = textwrap.dedent(
+    """
+    import sys
+    from test_engine_toys import ToyClips, ToyNet, ce_loss, predict
+    from modistill.engine import TrainConfig, train_stage
+    from modistill.engine import distributed as D
+
+    calls = []
+
+    def loss(model, batch):  # rank 1 fails on its second step, between two gradient all-reduces
+        calls.append(1)
+        if D.rank() == 1 and len(calls) == 2:
+            raise RuntimeError("bad batch on rank 1")
+        return ce_loss(model, batch)
+
+    with D.job():
+        train_stage(ToyNet(p_drop=0.0), loss_fn=loss, predict_fn=predict, train_set=ToyClips(n=32), val_set=None,
+                    cfg=TrainConfig(epochs=2, batch_size=8, progress=False, tensorboard=False), run_dir=sys.argv[1])
+    """
+)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed support")
+def test_a_failing_rank_fails_the_job_instead_of_hanging(tmp_path):
+    """One rank raising mid-training must end the job with its error. Before `distributed.job`, the commands
+    called `cleanup()` in a `finally`: the failing rank waited in its barrier, the other in the next gradient
+    all-reduce, and the job hung until the collective timeout (30 minutes; this test's 90-second limit)."""
+    script = tmp_path / "worker.py"
+    script.write_text(FAILING_WORKER)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
+    }
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script), str(tmp_path / "run"),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90)
+    assert proc.returncode != 0
+    assert "bad batch on rank 1" in proc.stderr, proc.stderr[-3000:]

@@ -36,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from modistill.pipeline.ablation import run_ablation
     from modistill.reporting.ablation import write_ablation
 
-    done = run_ablation(args.config, args.overrides, args.variants, args.seeds)
-    main = D.is_main()
-    D.cleanup()
+    with D.job():
+        done = run_ablation(args.config, args.overrides, args.variants, args.seeds)
+        main = D.is_main()
     if main:
         print(write_ablation(done.out_dir, done.rows, done.protocol, seeds=done.seeds, elapsed_s=done.elapsed_s))
     return 0

@@ -31,12 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from modistill.apps.demo import run_demo
     from modistill.engine import distributed as D
 
-    try:
+    with D.job():
         paths = run_demo(args.out, quick=args.quick, seeds=args.seeds, workers=args.workers,
                          overrides=args.overrides, progress=not args.no_progress, method=args.method,
                          pretrain=not args.no_pretrain)
-    finally:
-        D.cleanup()
     if paths:
         print(f"report: {paths['markdown']}\n        {paths['html']}\nmetrics: {paths['metrics']}")
     return 0

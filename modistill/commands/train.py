@@ -56,11 +56,9 @@ def run(args: argparse.Namespace) -> int:
             )
         return 0
     datasets, num_classes, names = cache_datasets(exp, stages=args.stage)
-    try:
+    with D.job():
         runs = run_recipe(exp, datasets, num_classes, only=args.stage, resume=args.resume, class_names=names)
         main = D.is_main()
-    finally:
-        D.cleanup()
     if main:
         for name, r in runs.items():
             print(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -154,6 +156,19 @@ def all_gather_padded(t: torch.Tensor, counts: list[int]) -> torch.Tensor:
     out = [torch.empty_like(pad) for _ in counts]
     dist.all_gather(out, pad)
     return torch.cat([o[:c] for o, c in zip(out, counts)]).to(t.device)
+
+
+@contextmanager
+def job() -> Iterator[None]:
+    """The scope of a command's distributed work: `cleanup()` when the body succeeds.
+
+    When it raises, the group is left alone and the error propagates: `cleanup`'s barrier would wait for ranks
+    that are still training (one rank failing between collectives made a 2-process run hang until the
+    collective timeout, 30 minutes by default, instead of failing), and destroying the group can block on a
+    collective in flight. The process exits with the error and torchrun stops the other ranks.
+    """
+    yield  # an exception raised in the body propagates from here, past the cleanup
+    cleanup()
 
 
 def cleanup() -> None:
