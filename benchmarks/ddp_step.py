@@ -99,8 +99,9 @@ def worker(args: argparse.Namespace) -> None:
             "grad_stride_warnings": n_warn,
         }
         Path(args.row).write_text(json.dumps(row) + "\n")
+    del net, opt  # the wrapper holds the group: free it before the teardown (see `distributed.cleanup`)
     if own_group:
-        torch.distributed.destroy_process_group()
+        D.destroy_group()
     D.cleanup()
 
 

@@ -8,12 +8,14 @@ This script runs a minimal DDP job many times under `torchrun` in two ways:
 - ``alive``: the group is destroyed while the finished stage's wrapper is still alive (what
   `engine.distributed.cleanup` did before: barrier, destroy; automatic collection had usually, not always,
   freed the wrapper by then);
-- ``cleanup``: `engine.distributed.cleanup` as it is now (collect the unreachable wrappers, barrier, destroy).
+- ``cleanup``: `engine.distributed.cleanup` as it is now (collect the unreachable wrappers, barrier, destroy);
+- ``plain_alive`` and ``plain_cleanup``: the same two teardowns after a stage without DDP (gradients
+  all-reduced by hand), to see whether anything but the wrapper matters.
 
 Automatic garbage collection is off in the workers so that the wrapper is alive at the end of its stage in
 every run (the state CI hit by chance). Prints a Markdown table and writes JSON to --out.
 
-    python benchmarks/ddp_teardown.py --runs 40          # about 7 minutes on 2 cores
+    python benchmarks/ddp_teardown.py --runs 60          # about 16 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from a checkout without installing
     sys.path.insert(0, str(REPO))
 
-MODES = ("alive", "cleanup")
+MODES = ("alive", "cleanup", "plain_alive", "plain_cleanup")
 
 
 def _free_port() -> int:
@@ -56,17 +58,22 @@ def worker(mode: str) -> None:
     def stage() -> None:
         torch.manual_seed(0)
         net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
-        ddp = nn.parallel.DistributedDataParallel(nn.Sequential(net, nn.Flatten(), nn.Linear(8, 4)))
-        opt = torch.optim.Adam(ddp.parameters(), 1e-3)
+        full = nn.Sequential(net, nn.Flatten(), nn.Linear(8, 4))
+        plain = mode.startswith("plain")
+        model = full if plain else nn.parallel.DistributedDataParallel(full)
+        opt = torch.optim.Adam(model.parameters(), 1e-3)
         for _ in range(4):
-            loss = ddp(torch.randn(2, 3, 16, 16)).logsumexp(1).mean()
+            loss = model(torch.randn(2, 3, 16, 16)).logsumexp(1).mean()
             opt.zero_grad()
             loss.backward()
+            if plain:
+                for p in full.parameters():
+                    dist.all_reduce(p.grad)
             opt.step()
         D.broadcast_buffers(net)
 
     stage()
-    if mode == "alive":  # the former `cleanup`
+    if mode.endswith("alive"):  # the former `cleanup`
         dist.barrier()
         dist.destroy_process_group()
     else:

@@ -300,6 +300,7 @@ def torchrun_phase(phase: str, exp_file: Path, row: Path, device: str) -> None:
     import torch.nn.functional as F
 
     from modistill.commands._common import setup_logging
+    from modistill.engine import distributed as D
     from modistill.engine.utils import match_memory_format
     from modistill.models import Connection, MultiStreamNet, StreamSpec
     from modistill.pipeline import runner
@@ -351,7 +352,8 @@ def torchrun_phase(phase: str, exp_file: Path, row: Path, device: str) -> None:
             }
         )
     )
-    dist.destroy_process_group()
+    del ddp  # it holds the group: free it before the teardown (see `distributed.cleanup`)
+    D.destroy_group()
 
 
 def torchrun_section(ctx: dict, entry: dict) -> dict:

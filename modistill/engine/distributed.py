@@ -190,9 +190,17 @@ def cleanup() -> None:
     """
     global _INITIALISED_HERE
     if _INITIALISED_HERE and dist.is_available() and dist.is_initialized():
-        gc.collect()
-        # Every rank reaches this point before any tears the group down: a rank destroying gloo's pairs while its
-        # peer still finishes a collective must not happen either.
-        dist.barrier()
-        dist.destroy_process_group()
+        destroy_group()
     _INITIALISED_HERE = False
+
+
+def destroy_group() -> None:
+    """`cleanup`'s teardown of the default process group, whoever created it (scripts that call
+    `init_process_group` themselves use it too): collect the unreachable objects that hold the group, wait for
+    every rank, destroy. Objects the caller still references (a DDP wrapper in a local variable) keep the group
+    alive: drop them first."""
+    gc.collect()
+    # Every rank reaches this point before any tears the group down: a rank destroying gloo's pairs while its
+    # peer still finishes a collective must not happen either.
+    dist.barrier()
+    dist.destroy_process_group()
