@@ -123,7 +123,7 @@ def test_two_process_gloo_matches_single_process(tmp_path):
 def test_cleanup_frees_ddp_wrappers_before_destroying_the_group(monkeypatch):
     """DistributedDataParallel sits in a reference cycle: after its stage returns it stays alive until the cycle
     collector runs. Destroying the group while one is alive let interpreter shutdown tear its gloo state down
-    later, which aborted 8 of 60 runs of a 2-process job after they had succeeded (`benchmarks/ddp_teardown.py`).
+    later, which aborted 7 of 60 runs of a 2-process job after they had succeeded (`benchmarks/ddp_teardown.py`).
     `cleanup` must free them first. Automatic collection is switched off here so the outcome is deterministic
     (with it on, whether a wrapper is still alive depends on allocation counts: the rare CI abort)."""
     import gc

@@ -242,3 +242,40 @@ def test_quick_demo_starts_both_streams_from_the_pretrained_trunks(tmp_path):
     assert [g["group"] for g in metrics["class_groups"]] == ["depth pairs", "image-plane"]
     assert set(metrics["per_class"]) == {"1", "2", "8", "15"}
     assert "### The gap per class group" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed support")
+def test_quick_demo_under_torchrun_runs_each_step_once(tmp_path):
+    """`torchrun --nproc_per_node 2 -m modistill.cli demo --quick` (gloo): rank 0 generates, prepares and writes,
+    both ranks train every stage and both trunks together, and each line is printed once. Before, the process
+    group was joined only by the first training stage, so `is_main()` was true on every rank until then: both
+    ranks generated the data into the same folder, both pretrained, and the job then deadlocked (this test's
+    time limit)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
+    }
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(port), "-m", "modistill.cli", "demo", "--quick", "--no-progress", "--out", "demo",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    err = proc.stderr
+    for line in ("generating the synthetic dataset", "preparing the cache", "pretrain rgb: held-out",
+                 "pretrain depth: held-out", "step4: test accuracy"):
+        assert err.count(line) == 1, (line, err[-3000:])
+    assert "[rank 1]" not in err, err[-3000:]  # rank 1 logs warnings only, and there are none
+    assert proc.stdout.count("report: ") == 1
+    assert (tmp_path / "demo" / "report.md").is_file()
+    assert len(list((tmp_path / "demo" / "pretrain").glob("*/backbone.safetensors"))) == 2

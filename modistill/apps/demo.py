@@ -193,14 +193,13 @@ def run_demo(out: str | Path, *, quick: bool = False, seeds: Sequence[int] | Non
 
 def _pretrained_trunks(out: Path, cfg: PretrainConfig, workers: int, progress: bool) -> dict[str, str]:
     """Pretrain (or reuse) the RGB and depth trunks under ``out/pretrain`` once for every seed; returns the
-    ``model.pretrained`` mapping. Under torchrun rank 0 trains them while the others wait."""
+    ``model.pretrained`` mapping. Under torchrun every rank takes part (one DDP job per trunk; rank 0 renders
+    the frames and writes the files)."""
     from modistill.pipeline.pretrain import pretrain_modalities
 
     root = out / "pretrain"
-    if D.is_main():
-        log.info("pretraining the RGB and depth trunks (the stand-in for ImageNet) in %s", root)
-        pretrain_modalities(root, cfg, ("rgb", "depth"), workers=workers, progress=progress)
-    D.barrier()
+    log.info("pretraining the RGB and depth trunks (the stand-in for ImageNet) in %s", root)
+    pretrain_modalities(root, cfg, ("rgb", "depth"), workers=workers, progress=progress)
     return demo_pretrained(out, cfg)
 
 

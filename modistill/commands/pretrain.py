@@ -31,6 +31,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from modistill.data.synth.pretext import PretextConfig
+    from modistill.engine import distributed as D
     from modistill.pipeline.pretrain import PretrainConfig, pretrain_modalities
 
     from ._common import setup_logging
@@ -41,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
     opts = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr") if getattr(args, k) is not None}
     base = PretrainConfig(backbone=args.backbone, width=args.width, seed=args.seed, pretext=pt, **opts)
     mods = ("rgb", "depth") if args.modality == "both" else (args.modality,)
-    paths = pretrain_modalities(args.out, base, mods, workers=args.workers, progress=not args.no_progress)
-    for m, p in paths.items():
-        print(f"{m}: {p}")
+    with D.job():  # under torchrun: one DDP job per trunk, rank 0 writes
+        paths = pretrain_modalities(args.out, base, mods, workers=args.workers, progress=not args.no_progress)
+        main = D.is_main()
+    if main:
+        for m, p in paths.items():
+            print(f"{m}: {p}")
     return 0

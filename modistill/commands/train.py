@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
                 + (f", stand-ins {[(sd.target, sd.mode) for sd in st.standins]}" if st.standins else "")
             )
         return 0
-    datasets, num_classes, names = cache_datasets(exp, stages=args.stage)
-    with D.job():
+    with D.job(exp.train.device):
+        datasets, num_classes, names = cache_datasets(exp, stages=args.stage)
         runs = run_recipe(exp, datasets, num_classes, only=args.stage, resume=args.resume, class_names=names)
         main = D.is_main()
     if main:

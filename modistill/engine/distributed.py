@@ -159,14 +159,21 @@ def all_gather_padded(t: torch.Tensor, counts: list[int]) -> torch.Tensor:
 
 
 @contextmanager
-def job() -> Iterator[None]:
-    """The scope of a command's distributed work: `cleanup()` when the body succeeds.
+def job(device: str = "auto") -> Iterator[None]:
+    """The scope of a command's distributed work: join the group on entry, `cleanup()` when the body succeeds.
+
+    Under torchrun the group is joined here (`init_distributed(device)`; a no-op in one process), before the
+    body's first line, so that `is_main()` and `barrier()` hold from the start: they are no-ops until a group
+    exists, and with the group joined only by the first training stage, `modistill demo` under torchrun
+    generated and prepared its data and pretrained its trunks on every rank into the same folders, and the ranks
+    then deadlocked (a rank-0-only step against the other rank's collective).
 
     When it raises, the group is left alone and the error propagates: `cleanup`'s barrier would wait for ranks
     that are still training (one rank failing between collectives made a 2-process run hang until the
     collective timeout, 30 minutes by default, instead of failing), and destroying the group can block on a
     collective in flight. The process exits with the error and torchrun stops the other ranks.
     """
+    init_distributed(device)
     yield  # an exception raised in the body propagates from here, past the cleanup
     cleanup()
 
@@ -183,7 +190,7 @@ def cleanup() -> None:
     `pthread_exit`). `destroy_process_group` only drops the group from torch's tables: anything else holding
     it keeps it, and its threads, alive. A finished stage's DistributedDataParallel wrapper does, and it sits
     in a reference cycle that only the cycle collector frees; other cyclic garbage can too (a minimal job with
-    hand-made all-reduces and no DDP aborted 2 of 40 times, 0 of 60 with a collection before the destroy).
+    hand-made all-reduces and no DDP aborted 1 of 60 times, 0 of 60 with a collection before the destroy).
     So: collect first, then the barrier (every rank
     is done with its collectives), then destroy, which frees the group and joins its threads while the
     interpreter is whole. `benchmarks/ddp_teardown.py` counts the aborts of a minimal 2-process job both ways.

@@ -33,6 +33,7 @@ from modistill.core.schema import VersionedFile
 from modistill.data.normalize import normalize_frames
 from modistill.data.synth.pretext import PART_NAMES, PretextConfig
 from modistill.data.synth.pretext_store import load_pretext, write_pretext
+from modistill.engine import distributed as D
 from modistill.engine.config import TrainConfig
 from modistill.engine.trainer import train_stage
 from modistill.models import create_model
@@ -178,7 +179,7 @@ def pretrain(
         log.info("pretrain %s: reusing %s", cfg.modality, run_dir)
         return PretrainResult(run_dir / CHECKPOINT, PretrainFile.read(meta), reused=True)
     t0 = time.perf_counter()
-    write_pretext(out, cfg.pretext, workers=workers, progress=progress)
+    _write_pretext_once(out, cfg.pretext, workers, progress)
     t_frames = time.perf_counter() - t0
     frames, parts, joints = load_pretext(out, cfg.pretext, cfg.modality)
     k = min(_HELD_OUT, len(frames) // 8)
@@ -206,20 +207,29 @@ def pretrain(
     net = net.cpu()
     after = pretext_scores(net, held, cfg, weights)
     sd = {k: v.detach().contiguous() for k, v in net.trunk.state_dict().items()}
-    # No safetensors metadata: its order is not stable between processes, and pretrain.json holds it all, so
-    # the same settings give the same bytes.
-    write_bytes_atomic(run_dir / CHECKPOINT, save(sd))
     info = PretrainFile(
         config=cfg.to_dict(), key=cfg.key(), checkpoint=CHECKPOINT,
         held_out={**{f"before_{k}": v for k, v in before.items()}, **{f"after_{k}": v for k, v in after.items()}},
         history=[_epoch_summary(h) for h in sr.history],
         time_s={"frames": t_frames, "total": time.perf_counter() - t0},
     )
-    info.write(meta)
+    if D.is_main():  # under torchrun every rank trained the same trunk (DDP); rank 0 writes it
+        # No safetensors metadata: its order is not stable between processes, and pretrain.json holds it all, so
+        # the same settings give the same bytes.
+        write_bytes_atomic(run_dir / CHECKPOINT, save(sd))
+        info.write(meta)
+    D.barrier()  # every rank sees the files (the next stage's `model.pretrained` reads them) before going on
     log.info("pretrain %s: held-out body-pixel accuracy %.3f -> %.3f, joint error %.3f -> %.3f (%s)",
              cfg.modality, before["body_pixel_accuracy"], after["body_pixel_accuracy"], before["joint_error"],
              after["joint_error"], run_dir / CHECKPOINT)
     return PretrainResult(run_dir / CHECKPOINT, info, reused=False)
+
+
+def _write_pretext_once(out: str | Path, cfg: PretextConfig, workers: int, progress: bool) -> None:
+    """Render the pretext frames; under torchrun rank 0 renders them while the other ranks wait."""
+    if D.is_main():
+        write_pretext(out, cfg, workers=workers, progress=progress)
+    D.barrier()
 
 
 def _epoch_summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -246,7 +256,7 @@ def pretrain_modalities(
     processes, then the modalities trained in parallel single-threaded processes; returns modality -> checkpoint."""
     from .sweep import run_seeds
 
-    write_pretext(out, base.pretext, workers=workers, progress=progress)
+    _write_pretext_once(out, base.pretext, workers, progress)
     todo = [m for m in modalities
             if not (pretrain_dir(out, dataclasses.replace(base, modality=m)) / "pretrain.json").is_file()]
     args = (str(out), base.to_dict(), progress)
