@@ -352,6 +352,8 @@ def run_recipe(
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; the recipe has {names}")
     out_dir = Path(exp.out_dir)
+    # Join the group now under torchrun: until one exists `is_main()` is true on every rank (see `D.job`).
+    D.init_distributed(exp.train.device)
     if D.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         dump_yaml(exp, out_dir / "config.yaml")
