@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import stat
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from _recipe_utils import exp_dict, tiny_cache
+from _torchrun import free_port, job_env
 
 from modistill.data import cache as C
 
@@ -50,14 +50,7 @@ def bin_dir(tmp_path: Path) -> Path:
 
 
 def _env(bin_dir: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
-    }
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    env["OMP_NUM_THREADS"] = "1"
-    env.update(extra)
-    return env
+    return job_env(PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", **extra)
 
 
 def test_prepare_array_job_shards_fill_one_cache(tmp_path: Path, bin_dir: Path) -> None:
@@ -81,12 +74,6 @@ def test_prepare_array_job_shards_fill_one_cache(tmp_path: Path, bin_dir: Path) 
     assert C.load_config(cache).size == 224
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed support")
 def test_train_script_runs_two_processes_with_c10d_rendezvous(tmp_path_factory, tmp_path, bin_dir) -> None:
     cfg = tmp_path / "exp.yaml"
@@ -94,7 +81,7 @@ def test_train_script_runs_two_processes_with_c10d_rendezvous(tmp_path_factory, 
     sbatch = tmp_path / "train.sbatch"
     sbatch.write_text(script("train.sbatch"))
     env = _env(bin_dir, SLURM_JOB_NODELIST="node01", SLURM_NNODES="1", SLURM_NODEID="0",
-               SLURM_JOB_ID="test", GPUS_PER_NODE="2", PORT=str(_free_port()))  # fmt: skip
+               SLURM_JOB_ID="test", GPUS_PER_NODE="2", PORT=str(free_port()))  # fmt: skip
     p = subprocess.run(
         ["bash", str(sbatch), str(cfg), "--stage", "step1_rgb"],
         env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,

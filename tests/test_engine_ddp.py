@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -13,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _torchrun import job_env, torchrun
 from safetensors.torch import load_file
 from test_engine_toys import ToyClips, ToyNet, ce_loss, predict
 
@@ -50,36 +49,12 @@ WORKER = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed support")
 def test_two_process_gloo_matches_single_process(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(cfg=CFG))
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
-    }
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
-    env["OMP_NUM_THREADS"] = "1"
     ddp_dir = tmp_path / "ddp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(script),
-        str(ddp_dir),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    proc = torchrun([str(script), str(ddp_dir)], env=job_env(TESTS), timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     torch.manual_seed(123)
@@ -212,15 +187,6 @@ def test_a_failing_rank_fails_the_job_instead_of_hanging(tmp_path):
     all-reduce, and the job hung until the collective timeout (30 minutes; this test's 90-second limit)."""
     script = tmp_path / "worker.py"
     script.write_text(FAILING_WORKER)
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
-    }
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
-    env["OMP_NUM_THREADS"] = "1"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script), str(tmp_path / "run"),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90)
+    proc = torchrun([str(script), str(tmp_path / "run")], env=job_env(TESTS), timeout=90)
     assert proc.returncode != 0
     assert "bad batch on rank 1" in proc.stderr, proc.stderr[-3000:]

@@ -252,24 +252,9 @@ def test_quick_demo_under_torchrun_runs_each_step_once(tmp_path):
     group was joined only by the first training stage, so `is_main()` was true on every rank until then: both
     ranks generated the data into the same folder, both pretrained, and the job then deadlocked (this test's
     time limit)."""
-    import os
-    import socket
-    import subprocess
-    import sys
+    from _torchrun import torchrun
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
-    }
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
-    env["OMP_NUM_THREADS"] = "1"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(port), "-m", "modistill.cli", "demo", "--quick", "--no-progress", "--out", "demo",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = torchrun(["-m", "modistill.cli", "demo", "--quick", "--no-progress", "--out", "demo"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     err = proc.stderr
     for line in ("generating the synthetic dataset", "preparing the cache", "pretrain rgb: held-out",

@@ -6,16 +6,13 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
 import re
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from _recipe_utils import TrainSpy, differing, exp_dict, make_exp, stream_state, tiny_cache
+from _torchrun import torchrun
 from safetensors.torch import load_file
 
 from modistill.cli import main as cli_main
@@ -28,7 +25,6 @@ from modistill.pipeline.runner import run_recipe
 from modistill.pipeline.session import cache_datasets, load_experiment
 from modistill.reporting.report import write_report
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -119,12 +115,6 @@ def test_four_steps_then_robustness_then_report(cache, tmp_path, monkeypatch):
 
 
 # --- DDP --------------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_sharded_loss(real):
     """`runner._loss_fn` as 2 gloo ranks compute it, in one process.
 
@@ -197,29 +187,7 @@ def test_two_process_gloo_torchrun_matches_single_process(cache, tmp_path, monke
     cfg = tmp_path / "exp.yaml"
     d = exp_dict(cache, ddp_out, **train)
     cfg.write_text(json.dumps(d))  # JSON is YAML
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
-    }
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    env["OMP_NUM_THREADS"] = "1"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "modistill.cli",
-        "train",
-        str(cfg),
-        "--stage",
-        "step1_rgb",
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = torchrun(["-m", "modistill.cli", "train", str(cfg), "--stage", "step1_rgb"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # Parameters are channels_last before DDP builds its buckets (no per-backward layout warning), and user
     # output comes from rank 0 only (the runner's log line once, the CLI's summary once).
