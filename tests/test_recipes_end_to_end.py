@@ -26,7 +26,6 @@ from modistill.pipeline.session import cache_datasets, load_experiment
 from modistill.reporting.report import write_report
 
 
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return tiny_cache(tmp_path_factory)
