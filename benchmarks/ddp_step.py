@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
 import warnings
@@ -29,13 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from a checkout without installing
     sys.path.insert(0, str(REPO))
 
+from _torchrun import torchrun  # noqa: E402  (benchmarks/_torchrun.py)
+
 WARNING = "Grad strides do not match bucket view strides"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -106,20 +100,14 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def launch(args: argparse.Namespace, layout: str, row: Path) -> dict:
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
-    }
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc),
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+    script_args = [
         __file__, "--worker", "--layout", layout, "--row", str(row),
         "--device", args.device, "--backbone", args.backbone, "--width", str(args.width),
         "--size", str(args.size), "--frames", str(args.frames), "--batch", str(args.batch),
         "--iters", str(args.iters), "--warmup", str(args.warmup),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
+    threads = max(1, (os.cpu_count() or 1) // args.nproc)
+    proc = torchrun(script_args, nproc=args.nproc, threads=threads, timeout=args.timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"torchrun ({layout}) failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return json.loads(row.read_text())

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +48,7 @@ for p in (str(REPO), str(HERE)):  # run as a script from the working tree, no in
         sys.path.insert(0, p)
 
 import device_check_sections as S  # noqa: E402  (the sections: benchmarks/device_check_sections.py)
+from _torchrun import torchrun as launch_torchrun  # noqa: E402  (benchmarks/_torchrun.py)
 
 TARGETS = {"two_stream_vs_two_plain": 0.90, "bf16_vs_fp32": 2.0, "loader_vs_training": 1.5}
 
@@ -106,42 +105,12 @@ class Report:
             tmp.replace(self.out / name)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun(
     phase: str, exp_file: Path, row: Path, device: str, timeout: float
 ) -> subprocess.CompletedProcess:
     """Launch this script as a 1-process torchrun job running one phase of the torchrun section."""
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
-    }
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    env.setdefault("OMP_NUM_THREADS", "1")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "1",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        __file__,
-        "--phase",
-        phase,
-        "--exp",
-        str(exp_file),
-        "--row",
-        str(row),
-        "--device",
-        device,
-    ]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    args = [__file__, "--phase", phase, "--exp", str(exp_file), "--row", str(row), "--device", device]
+    return launch_torchrun(args, nproc=1, threads=1, timeout=timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
