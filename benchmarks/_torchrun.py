@@ -1,7 +1,8 @@
 """Launching a benchmark script under `torchrun` on this machine: one environment, one command line.
 
 Imported by the scripts beside it (run as scripts, their folder is on ``sys.path``): `ddp_step.py`,
-`ddp_teardown.py`, `device_check.py`. Needs nothing beyond the standard library, as the GPU machine runs them
+`ddp_teardown.py`, `device_check.py`; `tests/_torchrun.py` takes its port and variables from here. Needs nothing
+beyond the standard library, as the GPU machine runs them
 from the working tree.
 """
 

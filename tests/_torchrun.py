@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-# What torchrun sets for its workers: a test run under torchrun itself must not hand them to the job it starts.
-TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
+
+def _bench_launcher():
+    """benchmarks/_torchrun.py (the benchmarks' launcher): its free port and the variables torchrun sets."""
+    spec = importlib.util.spec_from_file_location("bench_torchrun", REPO / "benchmarks" / "_torchrun.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_BENCH = _bench_launcher()
+free_port = _BENCH.free_port
+TORCHRUN_VARS = _BENCH.TORCHRUN_VARS
 
 
 def job_env(*paths: str | Path, **extra: str) -> dict[str, str]:
