@@ -2,8 +2,7 @@
 
 Imported by the scripts beside it (run as scripts, their folder is on ``sys.path``): `ddp_step.py`,
 `ddp_teardown.py`, `device_check.py`; `tests/_torchrun.py` takes its port and variables from here. Needs nothing
-beyond the standard library, as the GPU machine runs them
-from the working tree.
+beyond the standard library, as the GPU machine runs them from the working tree.
 """
 
 from __future__ import annotations
