@@ -240,3 +240,28 @@ def test_flow_modality_flips_every_x_channel_with_the_images(tmp_path: Path) -> 
         want_rgb = rgb[idx][:, :, ::-1] if flipped else rgb[idx]
         got_rgb = (denormalize(item["rgb"]) * 255).round().byte().permute(0, 2, 3, 1).numpy()
         np.testing.assert_array_equal(got_rgb, want_rgb)
+
+
+def test_open_maps_are_reused_bounded_and_not_pickled(tmp_path: Path, monkeypatch) -> None:
+    """The dataset keeps its arrays' memory maps open (speed) but at most OPEN_MAPS of them, least recently
+    used closed first, and a pickled copy (a DataLoader worker's) starts without them."""
+    import pickle
+
+    from modistill.data import dataset as D
+
+    names = [f"S001C001P00{i}R001A00{i}" for i in range(1, 5)]
+    ds = CachedClipDataset(write_cache(tmp_path, names), None, frames=3, modalities=("rgb",))
+    opened = []
+    real = C.load_array
+    monkeypatch.setattr(C, "load_array", lambda *a, **k: opened.append(a[2]) or real(*a, **k))
+    monkeypatch.setattr(D, "OPEN_MAPS", 2)
+    first = [ds[i]["rgb"] for i in (0, 1, 0)]
+    assert opened == [names[0], names[1]]  # item 0 again: its map was open
+    ds[2]  # a third map closes the least recently used one (names[1])
+    assert list(k[1] for k in ds._maps) == [names[0], names[2]]
+    ds[1]
+    assert opened == [names[0], names[1], names[2], names[1]]
+    assert torch.equal(ds[0]["rgb"], first[0])  # the same frames, from an open map
+    copy = pickle.loads(pickle.dumps(ds))
+    assert len(copy._maps) == 0 and len(ds._maps) == 2
+    assert torch.equal(copy[0]["rgb"], first[0])

@@ -110,6 +110,19 @@ def test_normalize_frames_is_bit_identical_to_the_dataset_and_deployment_code() 
     assert _same(N.normalize(chw), _old_dataset(a))
 
 
+def test_normalize_frames_by_rows_equals_normalize_values_and_strides() -> None:
+    """normalize_frames repeats the statistics along each (W * C) row (speed): the values and the strides
+    (channels-last, what VideoStream expects) must be those of `normalize` on the channels-first view."""
+    g = torch.Generator().manual_seed(1)
+    for shape in [(8, 5, 64, 64, 3), (3, 7, 5, 3), (7, 5, 3)]:
+        t = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+        ref = N.normalize(t.movedim(-1, -3))
+        got = N.normalize_frames(t)
+        assert _same(got, ref) and got.stride() == ref.stride(), shape
+    with pytest.raises(ValueError, match="channel statistics"):
+        N.normalize_frames(torch.zeros(2, 4, 4, 2, dtype=torch.uint8))  # 2 channels, 3 statistics
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
 def test_normalize_and_denormalize_are_bit_identical_to_the_robustness_study(dtype) -> None:
     g = torch.Generator().manual_seed(0)

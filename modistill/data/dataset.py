@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,12 @@ from . import normalize as N
 from .normalize import IMAGENET_MEAN, IMAGENET_STD  # torchvision's values, shared with predict/export
 from .sampling import flip_arrays, maybe_flip, sample_indices
 from .splits import SPLITS, Selection, SplitRule, cache_split
+
+# Memory maps a dataset keeps open (per process), the least recently used closed first. Opening the map for
+# every item (path checks, header parse, mmap) cost 15x copying its frames out (0.20 vs 0.013 ms per array on
+# the demo's 64 px cache; benchmarks/data_throughput.py). Bounded, far below Linux's default vm.max_map_count
+# (65530), so a dataset of NTU's size (56,880 videos x 2 modalities) never holds a map per file.
+OPEN_MAPS = 1024
 
 
 def _norm_stats(modality: str, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -142,6 +149,7 @@ class CachedClipDataset(Dataset):
         self.flip_p = float(flip_p) if train else 0.0
         self.protocol, self.rule, self.split = rule.protocol, rule, split
         self.epoch = 0
+        self._maps: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._set_output(output)
 
         by_name = {r["name"]: r for r in C.read_index(self.root)}
@@ -219,11 +227,7 @@ class CachedClipDataset(Dataset):
         idx, rng = self._draw(index)
         arrays = {}
         for m in self.modalities:
-            arr = C.load_array(self.root, m, rec["name"], mmap=True)
-            if arr.shape[0] != rec["frames"]:
-                path = C.array_path(self.root, m, rec["name"])
-                raise C.CacheError(f"{path}: {arr.shape[0]} frames, but the index says {rec['frames']}")
-            arrays[m] = np.ascontiguousarray(arr[idx])  # (T, S, S, C) uint8, read from the mmap
+            arrays[m] = np.ascontiguousarray(self._array(m, rec)[idx])  # (T, S, S, C) uint8, read from the mmap
         flows = [m for m in arrays if m.startswith("flow")]
         if self.flip_p > 0 and not flows:
             arrays = maybe_flip(arrays, rng, p=self.flip_p)
@@ -248,6 +252,28 @@ class CachedClipDataset(Dataset):
         item["sample"] = rec["name"]
         item["index"] = int(index)
         return item
+
+
+    def _array(self, modality: str, rec: dict[str, Any]) -> np.ndarray:
+        """The cached ``(F, S, S, C)`` uint8 memory map of a sample, from the open maps (:data:`OPEN_MAPS`)."""
+        key = (modality, rec["name"])
+        arr = self._maps.get(key)
+        if arr is not None:
+            self._maps.move_to_end(key)
+            return arr
+        arr = C.load_array(self.root, modality, rec["name"], mmap=True)
+        if arr.shape[0] != rec["frames"]:
+            path = C.array_path(self.root, modality, rec["name"])
+            raise C.CacheError(f"{path}: {arr.shape[0]} frames, but the index says {rec['frames']}")
+        self._maps[key] = arr
+        if len(self._maps) > OPEN_MAPS:
+            self._maps.popitem(last=False)
+        return arr
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers receive a pickled copy: without this, every open map would be pickled as a full
+        # in-memory array. Each worker opens its own.
+        return {**self.__dict__, "_maps": OrderedDict()}
 
 
 def _report_absent(root: Path, split: str | None, sel: Selection, on_missing: str) -> None:

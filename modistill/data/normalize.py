@@ -89,7 +89,18 @@ def normalize_frames(
     t = frames if isinstance(frames, Tensor) else torch.from_numpy(np.ascontiguousarray(frames))
     if t.dtype != torch.uint8:
         raise ValueError(f"normalize_frames expects uint8 frames (..., H, W, C), got {t.dtype}")
-    return normalize(t.movedim(-1, -3), mean, std)
+    if t.dim() < 3 or t.shape[-1] != len(mean):
+        return normalize(t.movedim(-1, -3), mean, std)  # raises with the shape it needs
+    # The same element-wise float32 operations as `normalize` (x / 255, - mean, / std, so the same values bit
+    # for bit, same strides), with the statistics repeated along each (W * C) row: broadcasting a 3-element
+    # channel axis over the innermost dimension ran about 4x slower on CPU (1.0-1.5 against 0.25 ms for a
+    # batch of 8 x 5 frames of 64 x 64; tests/test_data_normalize.py checks the equality).
+    x = t.contiguous().float().div_(255.0)
+    w, c = x.shape[-2:]
+    row = x.reshape(*x.shape[:-2], w * c)
+    m = torch.tensor(tuple(mean), dtype=x.dtype, device=x.device).repeat(w)
+    s = torch.tensor(tuple(std), dtype=x.dtype, device=x.device).repeat(w)
+    return ((row - m) / s).reshape(x.shape).movedim(-1, -3)
 
 
 def normalize_flow_frames(frames: Tensor) -> Tensor:
