@@ -51,7 +51,7 @@ def test_docs_study_commands_reuse_the_demos_stages(seed, where):
     demo = load_experiment(demo_base_config("demo_out", FULL, demo_pretrained("demo_out", FULL.pretrain)),
                            [f"train.seed={seed}"])
     demo.stage_root = "demo_out/stages"  # as apps/demo.py runs every seed
-    for name in ("paper", "step4_from_no_connections"):  # the demo trains all of one, step 3 of the other
+    for name in ("paper", "step4_from_no_connections"):  # the demo trains both (steps 3-4 of the second)
         v = VARIANTS[name]
         want = {n: p.dir for n, p in plan_recipe(variant_config(demo, v)).items()}
         got = {n: p.dir for n, p in plan_recipe(variant_config(doc, v)).items()}

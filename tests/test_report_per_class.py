@@ -1,4 +1,4 @@
-"""The report's per-class comparison (rows 1, 2, 8, 15 side by side, mean over runs) and the RGB-to-teacher gap
+"""The report's per-class comparison (rows 1, 2, 8, 15, 15-nc side by side, mean over runs) and the RGB-to-teacher gap
 per class group: hand-computed values on hand-made runs."""
 
 from __future__ import annotations
@@ -82,3 +82,28 @@ def test_synthetic_class_groups_follow_the_class_kinds():
         "depth pairs": ["push_forward", "hands_to_chest"],
         "appearance pairs": ["hold_up_red_sign", "hold_up_yellow_sign"],
     }
+
+
+def test_the_released_route_15nc_gets_its_own_gap_checks_and_columns():
+    """Row 15-nc (step 4 from a step 3 without connections, trained by the demo beside row 15): its gap closed
+    per run, whether it beats RGB step 1, its per-class column and its share of each group's gap."""
+    run0 = _run({"1": [0.5, 0.5, 1.0], "2": [0.0, 1.0, 0.5], "8": [1.0, 1.0, 1.0], "15": [0.5, 1.0, 0.5],
+                 "15-nc": [1.0, 1.0, 0.5]})
+    run1 = _run({"1": [0.7, 0.5, 1.0], "2": [0.2, 0.8, 0.5], "8": [0.8, 1.0, 1.0], "15": [0.3, 1.0, 0.7],
+                 "15-nc": [0.2, 0.8, 0.5]})
+    s = summarize([run0, run1])
+    # run 0: RGB 0.5, teacher 1.0, 15-nc 2.5/3 -> (5/6 - 1/2) / (1/2) = 2/3; run 1: 15-nc = RGB -> 0.
+    assert s["gap_closed_nc"]["values"] == pytest.approx([2 / 3, 0.0])
+    assert s["gap_closed_nc"]["paper"] is None and s["gap_closed"]["paper"] == 0.52
+    assert s["checks"]["final_nc_beats_rgb_step1_per_run"] == [True, False]
+    assert s["checks"]["final_nc_beats_rgb_step1"] is True
+    assert list(s["per_class"]) == ["1", "2", "8", "15", "15-nc"]
+    (g,) = group_gaps(s["per_class"], NAMES, {"pairs": ["a", "b"]})
+    # pairs: RGB 0.5, teacher 0.95, 15-nc (0.6 + 0.9) / 2 = 0.75 -> closed 0.25 of a 0.45 gap
+    assert g["closed_nc"] == pytest.approx(0.25) and g["fraction_closed_nc"] == pytest.approx(0.25 / 0.45)
+    assert g["closed"] == pytest.approx(0.2)  # row 15's, unchanged
+    s.update(class_names=NAMES, final_confusion=[[3, 1, 0], [0, 4, 0], [0, 0, 4]], class_groups=[g])
+    md = render_markdown(s, {})
+    assert "| a | 4 | 60 | 10 | 90 | 40 | 60 | +30 | +50 |" in md
+    assert "| pairs | a, b | 55 | 50 | 95 | 70 | 75 | 45.0 | +20.0 | 44 % | +25.0 | 56 % |" in md
+    assert "- row 15-nc, step 4 from a step 3 without connections: (15-nc − 2) / (8 − 2) = **33.3 ± 47.1 %**" in md

@@ -233,22 +233,24 @@ def _seed_run(seed: int, threads: int | None, out: Path, base_raw: dict, overrid
     exp.stage_root = str(out / "stages")
     datasets, num_classes, names = cache_datasets(exp)
     run_recipe(exp, datasets, num_classes, class_names=names)
-    _without_step3_connections(exp, datasets, num_classes, names)
+    _released_route(exp, datasets, num_classes, names)
     run_robustness(exp.out_dir, seed=seed)  # under torchrun every rank evaluates its shard; rank 0 writes
     return names
 
 
-def _without_step3_connections(exp, datasets, num_classes: int, names) -> None:
-    """Table 2 row 14 beside row 13: step 3 again without the depth -> hall connections (the released code's
-    choice), from the same step-2 teacher, added to the seed's results so the report shows both and both L_hall
-    curves (the paper's Fig. 4 comparison). Step 4 from it (rows 14-init, 15-nc) is in the full Table 2 study
-    (`modistill ablation`, variant ``step4_from_no_connections``, which reuses this stage): in the demo it
-    would cost 3.5 of the 20 minutes (docs/demo.md)."""
+def _released_route(exp, datasets, num_classes: int, names) -> None:
+    """Beside the paper's steps 3-4, the released code's route from the same step-2 teacher: step 3 without the
+    depth -> hall connections (Table 2 row 14; its L_hall curve beside row 13's is the paper's Fig. 4
+    comparison) and step 4 from it (rows 14-init, 15-nc), added to the seed's results. Why the demo trains both:
+    a hall stream trained with connections relies on the depth injected into it, so on this benchmark the
+    paper's step 4 (row 15) starts from a weak model, while 15-nc is the best RGB-only model (docs/recipes.md,
+    docs/demo.md). The stages are the ablation variant ``step4_from_no_connections``'s (same keys)."""
     from modistill.pipeline.runner import add_result, run_recipe
     from modistill.recipes.ablation import variant_config
 
     v = VARIANTS["step4_from_no_connections"]
     vexp = variant_config(exp, v)
     vexp.out_dir = str(Path(exp.out_dir) / "variants" / v.name)
-    runs = run_recipe(vexp, datasets, num_classes, only=["step3"], class_names=names)
+    runs = run_recipe(vexp, datasets, num_classes, only=["step3", "step4"], class_names=names)
     add_result(Path(exp.out_dir), "step3_no_connections", runs["step3"])
+    add_result(Path(exp.out_dir), "step4_no_connections", runs["step4"])

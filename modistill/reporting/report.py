@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from modistill.core.atomic import write_text_atomic
 from modistill.core.schema import VersionedFile
 
 from . import figures
-from .summary import find_runs, group_gaps, load_run, summarize
+from .summary import FINAL_ROWS, find_runs, group_gaps, load_run, summarize
 
 
 @dataclass
@@ -59,11 +60,12 @@ def _ours(s: dict[str, Any]) -> str:
     return f"{100 * s['mean']:.1f}"
 
 
-_PER_CLASS_HEAD = {"1": "1 depth", "2": "2 RGB", "8": "8 teacher", "15": "15 final"}
+_PER_CLASS_HEAD = {"1": "1 depth", "2": "2 RGB", "8": "8 teacher", "15": "15 final",
+                   "15-nc": "15-nc final (step 3 without connections)"}
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.0f}"
+    return "-" if x is None or math.isnan(x) else f"{100 * x:.0f}"
 
 
 def _per_class_lines(summary: dict[str, Any]) -> list[str]:
@@ -83,18 +85,20 @@ def _per_class_lines(summary: dict[str, Any]) -> list[str]:
             lines.append(f"| {name} | {acc} | {support[i]} |")
         return lines + [""]
     rows = list(pcs)
-    diff = {"2", "15"} <= set(rows)
+    finals = [r for r in FINAL_ROWS if {"2", r} <= set(rows)]  # a gain over RGB step 1 column for each
     lines = [
         "## Per-class test accuracy (mean over runs)", "",
         "Where each model is right: the single streams (rows 1, 2), the teacher (8) and the final RGB-only "
-        "model (15); the last column is what the final model gains over RGB step 1, in points.", "",
-        "| class | test videos | " + " | ".join(_PER_CLASS_HEAD[r] for r in rows) + (" | 15 − 2 |" if diff else " |"),
-        "|---|---|" + "---|" * (len(rows) + diff),
+        "model(s) (15; 15-nc: from a step 3 without connections); the last column(s): what each final model "
+        "gains over RGB step 1, in points.", "",
+        "| class | test videos | " + " | ".join(_PER_CLASS_HEAD[r] for r in rows)
+        + "".join(f" | {r} − 2" for r in finals) + " |",
+        "|---|---|" + "---|" * (len(rows) + len(finals)),
     ]
     for i, name in enumerate(names):
         cells = [_pct(pcs[r][i]) for r in rows]
-        if diff:
-            a, b = pcs["15"][i], pcs["2"][i]
+        for r in finals:
+            a, b = pcs[r][i], pcs["2"][i]
             cells.append("-" if a is None or b is None else f"{100 * (a - b):+.0f}")
         lines.append(f"| {name} | {support[i]} | " + " | ".join(cells) + " |")
     lines.append("")
@@ -102,22 +106,28 @@ def _per_class_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def _group_lines(groups: list[dict[str, Any]], rows: list[str]) -> list[str]:
-    """The RGB-to-teacher gap per class group (`summary.group_gaps`), with each row's mean accuracy."""
+    """The RGB-to-teacher gap per class group (`summary.group_gaps`), with each row's mean accuracy and the part
+    of the gap each final model closes."""
     if not groups:
         return []
+    finals = [(r, suffix) for r, suffix in FINAL_ROWS.items() if f"closed{suffix}" in groups[0]]
     lines = [
         "### The gap per class group", "",
         "Mean per-class accuracy of each group; gap = teacher − RGB step 1 (rows 8 − 2), closed = final − "
-        "RGB step 1 (rows 15 − 2), in points.", "",
-        "| group | classes | " + " | ".join(_PER_CLASS_HEAD[r] for r in rows) + " | gap | closed | share |",
-        "|---|---|" + "---|" * (len(rows) + 3),
+        "RGB step 1 (rows 15 − 2, and 15-nc − 2 where run), in points.", "",
+        "| group | classes | " + " | ".join(_PER_CLASS_HEAD[r] for r in rows) + " | gap | "
+        + " | ".join(f"closed by {r} | share" for r, _ in finals) + " |",
+        "|---|---|" + "---|" * (len(rows) + 1 + 2 * len(finals)),
     ]
     for g in groups:
-        share = "-" if g["fraction_closed"] is None else f"{100 * g['fraction_closed']:.0f} %"
+        cells = []
+        for _, suffix in finals:
+            share = g.get(f"fraction_closed{suffix}")
+            cells += [f"{100 * g[f'closed{suffix}']:+.1f}", "-" if share is None else f"{100 * share:.0f} %"]
         lines.append(
             f"| {g['group']} | {', '.join(g['classes'])} | "
             + " | ".join(_pct(g["accuracy"][r]) for r in rows)
-            + f" | {100 * g['gap']:.1f} | {100 * g['closed']:+.1f} | {share} |"
+            + f" | {100 * g['gap']:.1f} | " + " | ".join(cells) + " |"
         )
     return lines + [""]
 
@@ -148,17 +158,18 @@ def render_markdown(
         lines.append(f"| {r['row']} | {r['model']} | {r.get('evaluation', '')} | {r['input']} | "
                      f"{_ours(r['ours'])} | {paper_txt} |")
     lines += ["", ROWS_NOTE, ""]
-    if "gap_closed" in summary:
-        g = summary["gap_closed"]
-        paper_gap = g.get("paper")
-        lines += [
-            "## Gap closed by the RGB-only model",
-            "",
-            "(final − RGB step 1) / (teacher − RGB step 1), rows (15 − 2) / (8 − 2): "
-            f"**{_ours(g)} %** of the gap"
-            + (f" (paper: {100 * paper_gap:.0f} % on NTU {col})." if paper_gap else "."),
-            "",
-        ]
+    gap_lines = []
+    for row, suffix in FINAL_ROWS.items():
+        g = summary.get(f"gap_closed{suffix}")
+        if g is None:
+            continue
+        what = "the paper's route" if row == "15" else "step 4 from a step 3 without connections"
+        gap_lines.append(f"- row {row}, {what}: ({row} − 2) / (8 − 2) = **{_ours(g)} %** of the gap"
+                         + (f" (paper: {100 * g['paper']:.0f} % on NTU {col})" if g.get("paper") else "")
+                         + f"; per run: {', '.join(_pct(v) for v in g['values'])} %")
+    if gap_lines:
+        lines += ["## Gap closed by the RGB-only model", "",
+                  "(final − RGB step 1) / (teacher − RGB step 1), per final RGB-only model:", "", *gap_lines, ""]
     checks = summary.get("checks") or {}
     if checks:
         lines += ["## Checks", ""]
