@@ -258,8 +258,9 @@ def test_quick_demo_under_torchrun_runs_each_step_once(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     err = proc.stderr
     for line in ("generating the synthetic dataset", "preparing the cache", "pretrain rgb: held-out",
-                 "pretrain depth: held-out", "step4: test accuracy"):
+                 "pretrain depth: held-out", "step1_rgb: test accuracy", "step2: test accuracy"):
         assert err.count(line) == 1, (line, err[-3000:])
+    assert err.count("step4: test accuracy") == 2, err[-3000:]  # the paper's route and the released one (15-nc)
     assert "[rank 1]" not in err, err[-3000:]  # rank 1 logs warnings only, and there are none
     assert proc.stdout.count("report: ") == 1
     assert (tmp_path / "demo" / "report.md").is_file()
