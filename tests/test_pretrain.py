@@ -241,6 +241,10 @@ def test_quick_demo_starts_both_streams_from_the_pretrained_trunks(tmp_path):
     # The report compares rows 1, 2, 8, 15 per class and gives the gap per kind of synthetic class.
     assert [g["group"] for g in metrics["class_groups"]] == ["depth pairs", "image-plane"]
     assert set(metrics["per_class"]) == {"1", "2", "8", "15", "15-nc"}  # 15-nc: the released route
+    # Both final RGB-only models get their gap and their check against RGB step 1 (one value per seed).
+    assert len(metrics["gap_closed_nc"]["values"]) == 1
+    assert len(metrics["checks"]["final_nc_beats_rgb_step1_per_run"]) == 1
+    assert "14-init" in {row["row"] for row in metrics["table"]}
     assert "### The gap per class group" in (out / "report.md").read_text()
 
 
