@@ -121,6 +121,10 @@ def test_normalize_frames_by_rows_equals_normalize_values_and_strides() -> None:
         assert _same(got, ref) and got.stride() == ref.stride(), shape
     with pytest.raises(ValueError, match="channel statistics"):
         N.normalize_frames(torch.zeros(2, 4, 4, 2, dtype=torch.uint8))  # 2 channels, 3 statistics
+    with pytest.raises(ValueError, match="channel statistics"):  # as many stds as means
+        N.normalize_frames(torch.zeros(2, 4, 4, 3, dtype=torch.uint8), (0.5, 0.5, 0.5), (0.2, 0.2))
+    with pytest.raises(ValueError, match="channel statistics"):
+        N.normalize_frames(torch.zeros(4, 3, dtype=torch.uint8))  # no image
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])

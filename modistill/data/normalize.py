@@ -45,16 +45,28 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
-def _stats(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> tuple[Tensor, Tensor]:
-    if x.dim() < 3 or x.shape[-3] != len(mean) or len(mean) != len(std):
+def _stats(
+    x: Tensor, mean: Sequence[float], std: Sequence[float], channels_last: bool = False
+) -> tuple[Tensor, Tensor]:
+    """(mean, std) as tensors that broadcast against ``x`` ``(..., C, H, W)``; with ``channels_last``, ``x`` is
+    ``(..., H, W, C)`` and they come repeated along a row of W pixels, ``(W * C,)`` (see `normalize_frames`)."""
+    dim = -1 if channels_last else -3
+    if x.dim() < 3 or x.shape[dim] != len(mean) or len(mean) != len(std):
+        want = f"(..., H, W, {len(mean)})" if channels_last else f"(..., {len(mean)}, H, W)"
         raise ValueError(
-            f"normalisation with {len(mean)} channel statistics needs (..., {len(mean)}, H, W) input, "
-            f"got shape {tuple(x.shape)}"
+            f"normalisation with {len(mean)} channel statistics needs {want} input, got shape {tuple(x.shape)}"
         )
+    m = torch.tensor(tuple(mean), dtype=x.dtype, device=x.device)
+    s = torch.tensor(tuple(std), dtype=x.dtype, device=x.device)
+    if channels_last:
+        return m.repeat(x.shape[-2]), s.repeat(x.shape[-2])
     shape = (1,) * (x.dim() - 3) + (-1, 1, 1)
-    m = torch.tensor(tuple(mean), dtype=x.dtype, device=x.device).view(shape)
-    s = torch.tensor(tuple(std), dtype=x.dtype, device=x.device).view(shape)
-    return m, s
+    return m.view(shape), s.view(shape)
+
+
+def _unit(x: Tensor) -> Tensor:
+    """uint8 -> float32 ``x / 255``; float input (intensities in [0, 1]) unchanged."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
 def normalize(
@@ -65,8 +77,7 @@ def normalize(
     uint8 input is first converted to float32 ``x / 255``; float input is taken as intensities in [0, 1] and
     keeps its dtype.
     """
-    if x.dtype == torch.uint8:
-        x = x.float().div_(255.0)
+    x = _unit(x)
     m, s = _stats(x, mean, std)
     return (x - m) / s
 
@@ -89,18 +100,14 @@ def normalize_frames(
     t = frames if isinstance(frames, Tensor) else torch.from_numpy(np.ascontiguousarray(frames))
     if t.dtype != torch.uint8:
         raise ValueError(f"normalize_frames expects uint8 frames (..., H, W, C), got {t.dtype}")
-    if t.dim() < 3 or t.shape[-1] != len(mean):
-        return normalize(t.movedim(-1, -3), mean, std)  # raises with the shape it needs
-    # The same element-wise float32 operations as `normalize` (x / 255, - mean, / std, so the same values bit
-    # for bit, same strides), with the statistics repeated along each (W * C) row: broadcasting a 3-element
-    # channel axis over the innermost dimension ran about 4x slower on CPU (1.0-1.5 against 0.25 ms for a
-    # batch of 8 x 5 frames of 64 x 64; tests/test_data_normalize.py checks the equality).
-    x = t.contiguous().float().div_(255.0)
-    w, c = x.shape[-2:]
-    row = x.reshape(*x.shape[:-2], w * c)
-    m = torch.tensor(tuple(mean), dtype=x.dtype, device=x.device).repeat(w)
-    s = torch.tensor(tuple(std), dtype=x.dtype, device=x.device).repeat(w)
-    return ((row - m) / s).reshape(x.shape).movedim(-1, -3)
+    # The operations of `normalize` (x / 255, - mean, / std: the same values bit for bit, and the same strides)
+    # with the statistics repeated along each (W * C) row: broadcasting a 3-element channel axis over the
+    # innermost dimension ran about 4x slower on CPU (1.0-1.5 against 0.25 ms for a batch of 8 x 5 frames of
+    # 64 x 64; tests/test_data_contracts.py checks the equality).
+    x = _unit(t.contiguous())
+    m, s = _stats(x, mean, std, channels_last=True)
+    rows = x.reshape(*x.shape[:-2], x.shape[-2] * x.shape[-1])
+    return ((rows - m) / s).reshape(x.shape).movedim(-1, -3)
 
 
 def normalize_flow_frames(frames: Tensor) -> Tensor:
