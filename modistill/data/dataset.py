@@ -253,7 +253,6 @@ class CachedClipDataset(Dataset):
         item["index"] = int(index)
         return item
 
-
     def _array(self, modality: str, rec: dict[str, Any]) -> np.ndarray:
         """The cached ``(F, S, S, C)`` uint8 memory map of a sample, from the open maps (:data:`OPEN_MAPS`)."""
         key = (modality, rec["name"])

@@ -191,9 +191,9 @@ def cleanup() -> None:
     it keeps it, and its threads, alive. A finished stage's DistributedDataParallel wrapper does, and it sits
     in a reference cycle that only the cycle collector frees; other cyclic garbage can too (a minimal job with
     hand-made all-reduces and no DDP aborted 1 of 60 times, 0 of 60 with a collection before the destroy).
-    So: collect first, then the barrier (every rank
-    is done with its collectives), then destroy, which frees the group and joins its threads while the
-    interpreter is whole. `benchmarks/ddp_teardown.py` counts the aborts of a minimal 2-process job both ways.
+    So: collect first, then the barrier (every rank is done with its collectives), then destroy, which frees
+    the group and joins its threads while the interpreter is whole. `benchmarks/ddp_teardown.py` counts the
+    aborts of a minimal 2-process job both ways.
     """
     global _INITIALISED_HERE
     if _INITIALISED_HERE and dist.is_available() and dist.is_initialized():
