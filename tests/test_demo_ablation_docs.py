@@ -56,3 +56,35 @@ def test_docs_study_commands_reuse_the_demos_stages(seed, where):
         want = {n: p.dir for n, p in plan_recipe(variant_config(demo, v)).items()}
         got = {n: p.dir for n, p in plan_recipe(variant_config(doc, v)).items()}
         assert got == want, name
+
+
+def test_docs_scale_check_commands_double_the_training_set_only():
+    """docs/demo.md's scale check: its synth command makes the demo's 792 videos plus a second recording of every
+    training performer (432 training videos, validation and test unchanged), prepare caches that folder, and the
+    ablation trains the demo's two routes on it over the demo's seeds from the demo's pretrained trunks."""
+    from modistill.commands import synth as synth_cmd
+    from modistill.data.ntu import split_with_validation
+    from modistill.data.synth import make_config, sample_names
+
+    section = "### With twice the training videos"
+    block = (ROOT / "docs" / "demo.md").read_text().split(section, 1)[1].split("\n#", 1)[0]
+    lines = [ln for ln in block.splitlines() if ln.startswith("modistill ")]
+    assert [ln.split()[1] for ln in lines] == ["synth", "prepare", "ablation"]
+    parser = argparse.ArgumentParser()
+    synth_cmd.register(parser)
+    synth = parser.parse_args(shlex.split(lines[0])[2:])
+    reps = {p: n for subjects, n in synth.subject_replications for p in subjects}
+    names = sample_names(make_config(synth.preset, subjects=synth.subjects, cameras=synth.cameras,
+                                     subject_replications=reps))
+    demo = sample_names(make_config(FULL.preset, **dict(FULL.synth_overrides)))
+    assert set(demo) < set(names) and len(names) == 1008
+    ours, theirs = split_with_validation(names, "xsub"), split_with_validation(demo, "xsub")
+    assert len(ours["train"]) == 2 * len(theirs["train"]) == 432
+    assert ours["val"] == theirs["val"] and ours["test"] == theirs["test"]
+    prepare = shlex.split(lines[1])
+    assert prepare[2] == synth.out and prepare[3] == "demo_x2/data/cache_64px"
+    args = _docs_command(section=section)
+    assert args.variants == ["paper", "step4_from_no_connections"] and args.seeds == [0, 1, 2]
+    doc = load_experiment(ROOT / args.config, args.overrides)
+    assert doc.data.cache == prepare[3] and doc.out_dir == "demo_x2"
+    assert doc.model.pretrained == demo_pretrained("demo_out", FULL.pretrain)
