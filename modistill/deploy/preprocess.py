@@ -20,8 +20,6 @@ from .spec import DeploySpec, crop_box_pixels
 __all__ = ["declared_frame_count", "preprocess_frames", "read_clip", "top_k"]
 
 
-
-
 def preprocess_frames(frames: np.ndarray, spec: DeploySpec, box_px: Sequence[int] | None = None) -> Tensor:
     """uint8 RGB frames ``(K, H, W, 3)`` -> crop ``box_px`` (x0, y0, x1, y1; None = whole frame) -> INTER_AREA
     resize to S x S -> normalised float32 ``(K, 3, S, S)`` (the same ops as prepare + the cached dataset)."""

@@ -87,8 +87,6 @@ class MotionRecipeConfig:
         return {"flow": 2 * self.flow_stack}
 
 
-
-
 def motion_loss_spec(cfg: MotionRecipeConfig) -> LossSpec:
     """The student stage's loss for ``cfg.motion_loss`` (student ``"hall"``, frozen teacher ``"flow"``)."""
     if cfg.motion_loss not in _LOSS_KIND:

@@ -50,8 +50,6 @@ ROWS_NOTE = (
 )
 
 
-
-
 def _ours(s: dict[str, Any]) -> str:
     if s.get("mean") is None:
         return "-"
