@@ -60,6 +60,8 @@ def _ours(s: dict[str, Any]) -> str:
 
 _PER_CLASS_HEAD = {"1": "1 depth", "2": "2 RGB", "8": "8 teacher", "15": "15 final",
                    "15-nc": "15-nc final (step 3 without connections)"}
+# The route of each final model (`summary.FINAL_ROWS`), as the gap lines name it.
+_ROUTE = {"15": "the paper's route", "15-nc": "step 4 from a step 3 without connections"}
 
 
 def _pct(x: float | None) -> str:
@@ -161,8 +163,7 @@ def render_markdown(
         g = summary.get(f"gap_closed{suffix}")
         if g is None:
             continue
-        what = "the paper's route" if row == "15" else "step 4 from a step 3 without connections"
-        gap_lines.append(f"- row {row}, {what}: ({row} − 2) / (8 − 2) = **{_ours(g)} %** of the gap"
+        gap_lines.append(f"- row {row}, {_ROUTE[row]}: ({row} − 2) / (8 − 2) = **{_ours(g)} %** of the gap"
                          + (f" (paper: {100 * g['paper']:.0f} % on NTU {col})" if g.get("paper") else "")
                          + f"; per run: {', '.join(_pct(v) for v in g['values'])} %")
     if gap_lines:
